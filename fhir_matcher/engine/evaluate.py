@@ -1,0 +1,69 @@
+"""Evaluate a patient against a trial: every criterion, then the status."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from ..normalize.units import UnitSystem, default_units
+from ..sources.record import PatientRecord
+from ..trial import EXCLUSION, INCLUSION, Trial
+from .context import Context, Outcome
+from .kinds import KIND_FUNCTIONS, MET, NOT_MET, UNKNOWN
+
+log = logging.getLogger("fhir_matcher")
+
+CANDIDATE, POTENTIAL, INELIGIBLE = "candidate", "potential-candidate", "ineligible"
+STATUSES = (CANDIDATE, POTENTIAL, INELIGIBLE)
+
+
+@dataclass
+class PatientResult:
+    patient: str
+    status: str
+    criteria: dict[str, Outcome]
+
+    def to_json(self, trial: Trial, as_of: date) -> dict[str, Any]:
+        return {
+            "patient": self.patient,
+            "status": self.status,
+            "trial": trial.id,
+            "as_of": as_of.isoformat(),
+            "criteria": {cid: o.to_json() for cid, o in self.criteria.items()},
+        }
+
+
+def deciding(trial: Trial, results: dict[str, Outcome]) -> list[str]:
+    """The criteria that make a patient ineligible, in the trial's order."""
+    out = []
+    for c in trial.criteria:
+        if c.washout or c.manual:
+            continue
+        r = results[c.id].result
+        if (c.type == INCLUSION and r == NOT_MET) or (c.type == EXCLUSION and r == MET):
+            out.append(c.id)
+    return out
+
+
+def status_of(trial: Trial, results: dict[str, Outcome]) -> str:
+    if deciding(trial, results):
+        return INELIGIBLE
+    if any(results[c.id].result == UNKNOWN for c in trial.criteria if not (c.washout or c.manual)):
+        return POTENTIAL
+    return CANDIDATE
+
+
+def evaluate(record: PatientRecord, trial: Trial, as_of: date, units: UnitSystem | None = None) -> PatientResult:
+    """Pure function of the record, the trial and the as-of date."""
+    ctx = Context(record, trial, as_of, units or default_units())
+    results: dict[str, Outcome] = {}
+    for c in trial.criteria:
+        try:
+            results[c.id] = KIND_FUNCTIONS[c.kind](c, ctx)
+        except Exception as e:  # one criterion's bad data must not sink the patient
+            log.warning("criterion %s could not be evaluated for one patient (%s)", c.id, type(e).__name__)
+            log.debug("criterion %s failed", c.id, exc_info=True)
+            results[c.id] = Outcome(UNKNOWN, f"could not be evaluated ({type(e).__name__} on malformed data)")
+    return PatientResult(record.key, status_of(trial, results), results)

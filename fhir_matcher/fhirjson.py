@@ -1,0 +1,174 @@
+"""Small typed accessors over FHIR R4 resources held as plain JSON dicts.
+
+Input resources are never parsed into strict models: real servers send imperfect data, and
+the matcher must lose one field, not a whole file. Every accessor returns ``None`` (or an
+empty list) for a missing or malformed field instead of raising.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Iterator
+
+Json = dict[str, Any]
+
+_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def as_dict(value: Any) -> Json:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    return [] if value is None else [value]
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def ref_of(resource: Json) -> str:
+    """``Type/id`` of a resource (``Type/?`` when it has no id)."""
+    return f"{resource.get('resourceType', '?')}/{resource.get('id') or '?'}"
+
+
+@dataclass(frozen=True)
+class Coding:
+    system: str | None
+    code: str | None
+    display: str | None
+
+
+def codings(concept: Any) -> list[Coding]:
+    out = []
+    for c in as_list(as_dict(concept).get("coding")):
+        if isinstance(c, dict):
+            out.append(Coding(as_str(c.get("system")), as_str(c.get("code")), as_str(c.get("display"))))
+    return out
+
+
+def concept_text(concept: Any) -> str | None:
+    return as_str(as_dict(concept).get("text"))
+
+
+def concept_label(concept: Any) -> str:
+    """A short human label for a CodeableConcept (for reasons and reports)."""
+    text = concept_text(concept)
+    if text:
+        return text
+    for c in codings(concept):
+        if c.display:
+            return c.display
+    for c in codings(concept):
+        if c.code:
+            return f"{c.code}"
+    return "(uncoded)"
+
+
+def code_in(concept: Any, system_codes: set[str]) -> bool:
+    """True when any coding's code (any system) is one of ``system_codes``."""
+    return any(c.code in system_codes for c in codings(concept) if c.code)
+
+
+# ---------------------------------------------------------------- dates
+
+
+@dataclass(frozen=True)
+class DateSpan:
+    """The calendar days a FHIR date/dateTime may denote (a partial date is a span)."""
+
+    lo: date
+    hi: date
+
+    @property
+    def exact(self) -> bool:
+        return self.lo == self.hi
+
+    def __str__(self) -> str:
+        return self.lo.isoformat() if self.exact else f"{self.lo.isoformat()}..{self.hi.isoformat()}"
+
+
+def parse_date(value: Any) -> DateSpan | None:
+    """Parse a FHIR date or dateTime to the day(s) it names, in its own time zone.
+
+    "2026-11-03T23:30:00+08:00" is 2026-11-03 as written; "2026-11" is the whole month.
+    Returns None for anything that is not a valid date.
+    """
+    s = as_str(value)
+    if not s:
+        return None
+    m = _DATE_RE.match(s.strip())
+    if not m:
+        return None
+    y, mo, d = m.group(1), m.group(2), m.group(3)
+    try:
+        year = int(y)
+        if mo is None:
+            return DateSpan(date(year, 1, 1), date(year, 12, 31))
+        month = int(mo)
+        if d is None:
+            start = date(year, month, 1)
+            end = date(year + (month == 12), month % 12 + 1, 1)
+            return DateSpan(start, date.fromordinal(end.toordinal() - 1))
+        day = date(year, month, int(d))
+        return DateSpan(day, day)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- references
+
+
+def reference(value: Any) -> str | None:
+    return as_str(as_dict(value).get("reference"))
+
+
+def normalize_reference(ref: str, base_types: tuple[str, ...] = ()) -> str:
+    """Reduce absolute and versioned references to ``Type/id``.
+
+    ``https://x/fhir/Patient/1/_history/2`` -> ``Patient/1``. ``urn:uuid:`` and contained
+    (``#id``) references are returned unchanged.
+    """
+    if ref.startswith(("urn:", "#")):
+        return ref
+    parts = ref.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2:
+        return f"{parts[-2]}/{parts[-1]}"
+    return ref
+
+
+def subject_reference(resource: Json) -> str | None:
+    """The patient a resource is about (subject, patient or beneficiary)."""
+    for key in ("subject", "patient", "individual", "beneficiary"):
+        ref = reference(resource.get(key))
+        if ref:
+            return ref
+    return None
+
+
+def iter_entries(bundle: Json) -> Iterator[tuple[str | None, Any]]:
+    for entry in as_list(bundle.get("entry")):
+        if isinstance(entry, dict):
+            yield as_str(entry.get("fullUrl")), entry.get("resource")
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None

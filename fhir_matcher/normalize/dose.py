@@ -1,0 +1,96 @@
+"""Daily dose of a medication record in mg, from its Dosage elements.
+
+dose (doseQuantity, or the high end of doseRange) x administrations per day (Timing.repeat
+frequency per period, or a Timing.code such as BID), summed over the Dosage entries. A dose
+in tablets is multiplied by the strength written in the drug's name ("甲泼尼龙片 4mg",
+"prednisone 10 MG Oral Tablet"). Anything missing gives None with the reason; never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..fhirjson import Json, as_dict, as_list, as_number, as_str, codings, concept_label
+from .units import UnitError, UnitSystem
+
+_PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0}
+# HL7 GTS timing abbreviations: administrations per day.
+_TIMING_CODES = {
+    "QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1,
+    "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "Q24H": 1, "WK": 1 / 7, "MO": 1 / 30,
+}
+_UNIT_DOSE = re.compile(r"^\{?(tab|tabs|tablet|tablets|tbl|cap|caps|capsule|capsules|pill|片|粒|粒/次|片/次)\}?$", re.I)
+_STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(mg|毫克)(?![a-z/])", re.I)
+
+
+def _per_day(timing: Json) -> tuple[float | None, str]:
+    repeat = as_dict(timing.get("repeat"))
+    freq = as_number(repeat.get("frequencyMax")) or as_number(repeat.get("frequency"))
+    period = as_number(repeat.get("period"))
+    unit = as_str(repeat.get("periodUnit"))
+    if period and unit in _PERIOD_DAYS:
+        return (freq or 1.0) / (period * _PERIOD_DAYS[unit]), ""
+    tod = as_list(repeat.get("timeOfDay"))
+    if tod:
+        return float(len(tod)), ""
+    for c in codings(timing.get("code")):
+        if c.code and c.code.upper() in _TIMING_CODES:
+            return float(_TIMING_CODES[c.code.upper()]), ""
+    return None, "no frequency in the dosage timing"
+
+
+def _dose_quantity(dosage: Json) -> Json | None:
+    for dr in as_list(dosage.get("doseAndRate")):
+        dr = as_dict(dr)
+        if isinstance(dr.get("doseQuantity"), dict):
+            return dr["doseQuantity"]
+        if isinstance(dr.get("doseRange"), dict):
+            return as_dict(dr["doseRange"].get("high")) or None
+    if isinstance(dosage.get("dose"), dict):  # MedicationAdministration.dosage.dose
+        return dosage["dose"]
+    return None
+
+
+def strength_mg(medication: Any) -> float | None:
+    """The mg strength written in a drug's name, if exactly one is written."""
+    names = [concept_label(medication)] + [c.display for c in codings(medication) if c.display]
+    for name in names:
+        found = {float(m.group(1)) for m in _STRENGTH.finditer(name or "")}
+        if len(found) == 1:
+            return found.pop()
+    return None
+
+
+def daily_dose_mg(dosages: tuple[Json, ...], medication: Any, units: UnitSystem) -> tuple[float | None, str]:
+    """Total mg per day, or None and why it cannot be known."""
+    if not dosages:
+        return None, "no dosage recorded"
+    total = 0.0
+    for dosage in dosages:
+        q = _dose_quantity(dosage)
+        if not q:
+            return None, "no dose quantity" + (" (dose only as text)" if as_str(dosage.get("text")) else "")
+        value = as_number(q.get("value"))
+        if value is None:
+            return None, "dose quantity has no numeric value"
+        code, text = as_str(q.get("code")), as_str(q.get("unit"))
+        unit_words = [u for u in (code, text) if u]
+        if unit_words and any(_UNIT_DOSE.match(u.strip()) for u in unit_words):
+            strength = strength_mg(medication)
+            if strength is None:
+                return None, "dose in tablets and no strength in the drug name"
+            mg = value * strength
+        else:
+            try:
+                mg = units.to_mg(value, code, text)
+            except UnitError as e:
+                return None, f"dose unit: {e}"
+        per_day, why = _per_day(as_dict(dosage.get("timing")))
+        if per_day is None:
+            if "dose" in dosage and "timing" not in dosage:
+                per_day = 1.0  # MedicationAdministration.dosage: one dose given
+            else:
+                return None, why
+        total += mg * per_day
+    return total, ""

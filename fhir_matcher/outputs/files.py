@@ -1,0 +1,61 @@
+"""Writing the output folder: screening.ndjson, research-subjects.json, report.*, run.json.
+
+Files are written owner-readable only (they hold patient data) and atomically (a temporary
+file renamed into place), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..engine.evaluate import PatientResult
+from ..trial import Trial
+from .report import report_csv, report_html
+from .subjects import subjects_bundle
+
+
+def write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def prepare_dir(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def write_outputs(
+    out: Path,
+    trial: Trial,
+    results: Sequence[PatientResult],
+    as_of: date,
+    source: str,
+    problems: Sequence[str] = (),
+    changes: dict[str, str] | None = None,
+) -> dict[str, Path]:
+    prepare_dir(out)
+    paths = {
+        "screening": out / "screening.ndjson",
+        "subjects": out / "research-subjects.json",
+        "html": out / "report.html",
+        "csv": out / "report.csv",
+    }
+    lines = [json.dumps(r.to_json(trial, as_of), ensure_ascii=False) for r in results]
+    write_private(paths["screening"], "".join(line + "\n" for line in lines))
+    bundle = subjects_bundle(trial, results)
+    write_private(paths["subjects"], bundle.model_dump_json(indent=2, exclude_none=True) + "\n")
+    write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes))
+    write_private(paths["csv"], report_csv(trial, results, changes))
+    return paths
+
+
+def write_run_json(out: Path, summary: dict[str, Any]) -> Path:
+    path = out / "run.json"
+    write_private(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return path

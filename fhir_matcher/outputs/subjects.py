@@ -1,0 +1,86 @@
+"""ResearchStudy and ResearchSubject resources, built and validated with fhir.resources (R4B).
+
+The Bundle is a transaction of conditional updates keyed on identifiers, so the same file
+can be POSTed to a server any number of times without creating duplicates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Iterable
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.researchstudy import ResearchStudy
+from fhir.resources.R4B.researchsubject import ResearchSubject
+
+from ..engine.evaluate import INELIGIBLE, PatientResult
+from ..trial import Trial
+
+SUBJECT_SYSTEM = "https://fhir-matcher.org/fhir/research-subject"
+_NS = uuid.UUID("6f1c2a44-5a0e-4b8e-9a53-2f7f3c1d9e10")
+
+
+def _urn(*parts: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(_NS, '|'.join(parts))}"
+
+
+def study_identifier(trial: Trial) -> tuple[str, str]:
+    return trial.identifier_system, trial.id
+
+
+def subject_identifier(trial: Trial, patient: str) -> tuple[str, str]:
+    return SUBJECT_SYSTEM, f"{trial.id}/{patient}"
+
+
+def research_study(trial: Trial) -> ResearchStudy:
+    system, value = study_identifier(trial)
+    return ResearchStudy.model_validate(
+        {
+            "resourceType": "ResearchStudy",
+            "identifier": [{"system": system, "value": value}],
+            "title": trial.title,
+            "status": "active",
+            "description": trial.description or None,
+            "condition": [{"coding": [c], "text": c.get("display")} for c in trial.conditions] or None,
+        }
+    )
+
+
+def research_subject(trial: Trial, result: PatientResult, study_ref: str, reason: str | None = None) -> ResearchSubject:
+    system, value = subject_identifier(trial, result.patient)
+    data: dict[str, Any] = {
+        "resourceType": "ResearchSubject",
+        "identifier": [{"system": system, "value": value}],
+        "status": result.status,
+        "study": {"reference": study_ref},
+        "individual": {"reference": result.patient},
+    }
+    if reason:
+        data["extension"] = [{"url": "https://fhir-matcher.org/fhir/StructureDefinition/screening-reason", "valueString": reason}]
+    return ResearchSubject.model_validate(data)
+
+
+def subjects_bundle(trial: Trial, results: Iterable[PatientResult]) -> Bundle:
+    """Transaction Bundle: the ResearchStudy and a ResearchSubject per (potential) candidate."""
+    study_urn = _urn("study", trial.id)
+    s_system, s_value = study_identifier(trial)
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": study_urn,
+            "resource": research_study(trial).model_dump(mode="json", exclude_none=True),
+            "request": {"method": "PUT", "url": f"ResearchStudy?identifier={s_system}|{s_value}"},
+        }
+    ]
+    for r in results:
+        if r.status == INELIGIBLE:
+            continue
+        subject = research_subject(trial, r, study_urn)
+        system, value = subject_identifier(trial, r.patient)
+        entries.append(
+            {
+                "fullUrl": _urn("subject", trial.id, r.patient),
+                "resource": subject.model_dump(mode="json", exclude_none=True),
+                "request": {"method": "PUT", "url": f"ResearchSubject?identifier={system}|{value}"},
+            }
+        )
+    return Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})

@@ -1,0 +1,142 @@
+"""One record per patient: what every source produces and the engine reads."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..fhirjson import Json, as_str, normalize_reference, ref_of, subject_reference
+
+log = logging.getLogger("fhir_matcher")
+
+
+@dataclass
+class Problem:
+    """A piece of input that was skipped, with where it came from and why (no clinical values)."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@dataclass
+class PatientRecord:
+    key: str  # "Patient/<id>"
+    patient: Json
+    resources: dict[str, list[Json]] = field(default_factory=dict)
+    medications: dict[str, Json] = field(default_factory=dict)  # shared Medication resources by reference
+
+    def of_type(self, *types: str) -> list[Json]:
+        out: list[Json] = []
+        for t in types:
+            out.extend(self.resources.get(t, ()))
+        return out
+
+    def medication(self, ref: str, container: Json) -> Json | None:
+        """Resolve a medicationReference: contained (#id) or a shared Medication."""
+        if ref.startswith("#"):
+            for c in container.get("contained") or []:
+                if isinstance(c, dict) and c.get("id") == ref[1:]:
+                    return c
+            return None
+        return self.medications.get(ref) or self.medications.get(normalize_reference(ref))
+
+
+class RecordBuilder:
+    """Collects resources from any number of inputs and groups them per patient.
+
+    References may point forward (NDJSON: Condition.ndjson before Patient.ndjson), so the
+    grouping happens in ``records()`` after everything was added.
+    """
+
+    def __init__(self) -> None:
+        self.patients: dict[str, Json] = {}
+        self.aliases: dict[str, str] = {}  # urn:uuid / absolute fullUrl -> Patient/<id>
+        self.pending: dict[str, Json] = {}  # Type/id -> resource (deduplicated)
+        self.pending_subject: dict[str, str] = {}
+        self.medications: dict[str, Json] = {}
+        self.problems: list[Problem] = []
+        self._anon = 0
+
+    def problem(self, where: str, reason: str) -> None:
+        self.problems.append(Problem(where, reason))
+        log.warning("skipped %s: %s", where, reason)
+
+    def add_patient(self, resource: Json, where: str, full_url: str | None = None) -> None:
+        pid = as_str(resource.get("id"))
+        if not pid and full_url:
+            pid = full_url.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+        if not pid:
+            self.problem(where, "Patient without id or fullUrl")
+            return
+        key = f"Patient/{pid}"
+        if full_url:
+            self.aliases[full_url] = key
+        if key in self.patients and _newer(self.patients[key], resource):
+            return
+        self.patients[key] = resource
+
+    def add(self, resource: Json, where: str, full_url: str | None = None, local: dict[str, str] | None = None) -> None:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str) or not rtype:
+            self.problem(where, "not a FHIR resource (no resourceType)")
+            return
+        if rtype == "Patient":
+            self.add_patient(resource, where, full_url)
+            return
+        if rtype == "Medication":
+            for ref in filter(None, (full_url, f"Medication/{resource.get('id')}" if resource.get("id") else None)):
+                self.medications[ref] = resource
+            return
+        subject = subject_reference(resource)
+        if not subject:
+            self.problem(f"{where} ({ref_of(resource)})", f"{rtype} has no subject or patient reference")
+            return
+        if subject.startswith("urn:") and local and subject in local:
+            subject = local[subject]
+        elif not subject.startswith("urn:"):
+            subject = normalize_reference(subject)
+        if not (subject.startswith("Patient/") or subject.startswith("urn:")):
+            return  # about a Group, Location or Device: not patient data
+        rid = as_str(resource.get("id"))
+        if rid:
+            key = f"{rtype}/{rid}"
+        else:
+            self._anon += 1
+            key = f"{rtype}/#{self._anon}"
+        old = self.pending.get(key)
+        if old is not None and _newer(old, resource):
+            return
+        self.pending[key] = resource
+        self.pending_subject[key] = subject
+
+    def records(self) -> Iterator[PatientRecord]:
+        grouped: dict[str, dict[str, list[Json]]] = {}
+        orphans: dict[str, int] = {}
+        for key, resource in self.pending.items():
+            subject = self.pending_subject[key]
+            subject = self.aliases.get(subject, subject)
+            if subject not in self.patients:
+                orphans[subject] = orphans.get(subject, 0) + 1
+                continue
+            grouped.setdefault(subject, {}).setdefault(resource["resourceType"], []).append(resource)
+        for subject, count in sorted(orphans.items()):
+            self.problem(f"{count} resource(s) referencing {_mask(subject)}", "that patient is not in the source")
+        for key in sorted(self.patients):
+            yield PatientRecord(key, self.patients[key], grouped.get(key, {}), self.medications)
+
+
+def _newer(old: Json, new: Json) -> bool:
+    """True when ``old`` is strictly newer than ``new`` by meta.lastUpdated."""
+    a = as_str((old.get("meta") or {}).get("lastUpdated")) if isinstance(old.get("meta"), dict) else None
+    b = as_str((new.get("meta") or {}).get("lastUpdated")) if isinstance(new.get("meta"), dict) else None
+    return bool(a and b and a > b)
+
+
+def _mask(ref: str) -> str:
+    """A reference safe for logs: the resource type only, never the patient id."""
+    return ref.split("/", 1)[0] + "/…" if "/" in ref else "urn:…"
+

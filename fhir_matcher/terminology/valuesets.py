@@ -1,0 +1,260 @@
+"""Value sets loaded from FHIR ValueSet JSON and matched offline.
+
+Each ValueSet's ``expansion.contains`` is a tree: a top-level entry is one concept (a
+disease, an analyte, a drug ingredient) and its nested entries are equivalent or descendant
+codes in any system. A coded value matches:
+
+- exactly, by system and code (SNOMED CT, LOINC, RxNorm, local systems);
+- by prefix within a hierarchical family: ICD-10 (WHO, CM and national clinical editions
+  such as ``M32.100x001`` under ``M32.1``) and ATC (``H02AB07`` under ``H02AB``);
+- by name, as a fallback: the display and designations of every entry, longest name first
+  across all value sets, ASCII names on word boundaries. The ValueSet extension
+  ``text-match`` says when: ``uncoded`` (default) only for concepts that carry no code from a
+  standard system; ``always`` also when standard codes did not match (drug value sets: US
+  data codes drugs as RxNorm clinical drugs whose names carry the ingredient).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..fhirjson import Json, as_dict, as_list, as_str, codings, concept_text
+
+TEXT_MATCH_URL = "https://fhir-matcher.org/fhir/StructureDefinition/text-match"
+
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+# Other spellings of the same systems seen in real data.
+_SYSTEM_ALIASES = {
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "http://snomed.info/id": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.73": ATC,
+    "http://www.whocc.no/atc/": ATC,
+    "urn:oid:2.16.840.1.113883.6.3": ICD10,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+}
+_ICD10_OIDS = {"urn:oid:2.16.156.10011.2.3.3.11"}  # China's national ICD-10 clinical edition
+STANDARD_SYSTEMS = {SNOMED, LOINC, RXNORM, ATC}
+
+
+def normalize_system(system: str | None) -> str | None:
+    if not system:
+        return None
+    s = system.strip()
+    return _SYSTEM_ALIASES.get(s, s.rstrip("/") if s.startswith("http") else s)
+
+
+def prefix_family(system: str | None) -> str | None:
+    """The hierarchical family whose codes match by prefix, if any."""
+    if not system:
+        return None
+    s = system.lower()
+    if s == ATC or "whocc" in s and "atc" in s:
+        return "atc"
+    if s in _ICD10_OIDS or re.search(r"icd-?10", s):
+        return "icd10"
+    return None
+
+
+def is_standard(system: str | None) -> bool:
+    return system in STANDARD_SYSTEMS or prefix_family(system) is not None
+
+
+def _prefix_key(code: str) -> str:
+    return re.sub(r"[^0-9A-Z]", "", code.upper())
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded NFKC with single spaces: how names and free text are compared."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A top-level entry of a value set's expansion."""
+
+    valueset: str
+    display: str
+    system: str | None = None
+    code: str | None = None
+
+    @property
+    def key(self) -> str:
+        return normalize_text(self.display)
+
+
+@dataclass(frozen=True)
+class Match:
+    concept: Concept
+    by: str  # "code" | "prefix" | "text"
+    matched: str  # "system|code" or the name found in the text
+
+    def describe(self) -> str:
+        if self.by == "text":
+            return f"text match '{self.matched}'"
+        return f"code {self.matched}"
+
+
+class ValueSetError(Exception):
+    pass
+
+
+class ValueSetLibrary:
+    """All value sets a trial can name, indexed for offline matching."""
+
+    def __init__(self) -> None:
+        self.valuesets: dict[str, Json] = {}
+        self.titles: dict[str, str] = {}
+        self._mode: dict[str, str] = {}
+        self._exact: dict[tuple[str, str], list[Concept]] = {}
+        self._prefix: dict[str, dict[str, list[Concept]]] = {"icd10": {}, "atc": {}}
+        self._names: dict[str, list[Concept]] = {}
+        self._pattern: re.Pattern[str] | None = None
+        self.match_concept = lru_cache(maxsize=65536)(self._match_key)  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------ loading
+
+    def load_dir(self, path: Path) -> None:
+        for file in sorted(Path(path).glob("*.json")):
+            try:
+                data = json.loads(file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ValueSetError(f"{file}: not readable JSON ({e})") from None
+            if as_dict(data).get("resourceType") != "ValueSet":
+                continue
+            self.add(data, source=str(file))
+
+    def add(self, vs: Json, source: str = "<memory>") -> None:
+        vs_id = as_str(vs.get("id"))
+        if not vs_id:
+            raise ValueSetError(f"{source}: ValueSet has no id")
+        self.valuesets[vs_id] = vs
+        self.titles[vs_id] = as_str(vs.get("title")) or vs_id
+        mode = "uncoded"
+        for ext in as_list(vs.get("extension")):
+            if as_dict(ext).get("url") == TEXT_MATCH_URL:
+                mode = as_str(ext.get("valueCode")) or mode
+        self._mode[vs_id] = mode
+        for top in as_list(as_dict(vs.get("expansion")).get("contains")):
+            top = as_dict(top)
+            display = as_str(top.get("display")) or as_str(top.get("code"))
+            if not display:
+                continue
+            concept = Concept(vs_id, display, normalize_system(as_str(top.get("system"))), as_str(top.get("code")))
+            self._index_entry(top, concept)
+        self._pattern = None
+        self.match_concept.cache_clear()
+
+    def _index_entry(self, entry: Json, concept: Concept) -> None:
+        system = normalize_system(as_str(entry.get("system")))
+        code = as_str(entry.get("code"))
+        if system and code:
+            family = prefix_family(system)
+            if family:
+                self._prefix[family].setdefault(_prefix_key(code), []).append(concept)
+            else:
+                self._exact.setdefault((system, code), []).append(concept)
+        names = [as_str(entry.get("display"))] + [as_str(as_dict(d).get("value")) for d in as_list(entry.get("designation"))]
+        for name in names:
+            if name and len(normalize_text(name)) >= 2:
+                self._names.setdefault(normalize_text(name), []).append(concept)
+        for child in as_list(entry.get("contains")):
+            self._index_entry(as_dict(child), concept)
+
+    def require(self, ids: Iterable[str]) -> None:
+        missing = [i for i in ids if i not in self.valuesets]
+        if missing:
+            raise ValueSetError(f"value set(s) not found: {', '.join(sorted(missing))}")
+
+    # ------------------------------------------------------------ matching
+
+    def _compiled(self) -> re.Pattern[str]:
+        if self._pattern is None:
+            parts = []
+            for name in sorted(self._names, key=lambda n: (-len(n), n)):
+                esc = re.escape(name)
+                if name[0].isascii() and name[0].isalnum():
+                    esc = r"(?<![0-9a-z])" + esc
+                if name[-1].isascii() and name[-1].isalnum():
+                    esc = esc + r"(?![0-9a-z])"
+                parts.append(esc)
+            self._pattern = re.compile("|".join(parts) if parts else r"(?!x)x")
+        return self._pattern
+
+    def find_names(self, text: str) -> list[tuple[str, Concept]]:
+        """Every name found in ``text``, longest first, non-overlapping."""
+        out = []
+        for m in self._compiled().finditer(normalize_text(text)):
+            for concept in self._names.get(m.group(0), []):
+                out.append((m.group(0), concept))
+        return out
+
+    def _code_matches(self, system: str | None, code: str) -> list[Match]:
+        system = normalize_system(system)
+        family = prefix_family(system)
+        out: list[Match] = []
+        if family:
+            key = _prefix_key(code)
+            table = self._prefix[family]
+            for n in range(len(key), 2, -1):  # categories have 3+ characters
+                for concept in table.get(key[:n], []):
+                    out.append(Match(concept, "prefix" if n < len(key) else "code", f"{system}|{code}"))
+        elif system:
+            for concept in self._exact.get((system, code), []):
+                out.append(Match(concept, "code", f"{system}|{code}"))
+        return out
+
+    def _match_key(self, key: tuple[tuple[tuple[str | None, str | None, str | None], ...], str | None]) -> tuple[Match, ...]:
+        coding_list, text = key
+        matches: list[Match] = []
+        coded_sets: set[str] = set()
+        standard = False
+        for system, code, _ in coding_list:
+            standard = standard or is_standard(normalize_system(system))
+            if code:
+                for m in self._code_matches(system, code):
+                    matches.append(m)
+                    coded_sets.add(m.concept.valueset)
+        texts_any = [text] if text else []
+        texts_any += [d for s, _, d in coding_list if d and not is_standard(normalize_system(s))]
+        texts_always = texts_any + [d for s, _, d in coding_list if d and is_standard(normalize_system(s))]
+        seen: set[tuple[str, str]] = set()
+        for t in texts_always:
+            local_text = t in texts_any
+            for name, concept in self.find_names(t):
+                vs = concept.valueset
+                if vs in coded_sets or (concept.display, vs) in seen:
+                    continue
+                if standard and self._mode.get(vs) != "always":
+                    continue
+                if not local_text and self._mode.get(vs) != "always":
+                    continue
+                seen.add((concept.display, vs))
+                matches.append(Match(concept, "text", name))
+        return tuple(matches)
+
+    def match(self, concept: Any, valuesets: Iterable[str] | None = None) -> list[Match]:
+        """Matches of a CodeableConcept (JSON) against the named value sets (all if None)."""
+        key = (tuple((c.system, c.code, c.display) for c in codings(concept)), concept_text(concept))
+        found = self.match_concept(key)
+        if valuesets is None:
+            return list(found)
+        wanted = set(valuesets)
+        return [m for m in found if m.concept.valueset in wanted]
+
+    def match_text(self, text: str, valuesets: Iterable[str]) -> list[Match]:
+        """Matches of free text (e.g. valueString) against the named value sets."""
+        return self.match({"text": text}, valuesets)

@@ -1,0 +1,99 @@
+"""Unit normalization: every notation criteria.md names, molar/mass forms, and refusals."""
+
+import pytest
+
+from fhir_matcher.normalize.units import QuantitySpec, UnitError, UnitSystem
+
+CELLS = QuantitySpec("cell count", "10^9/L")
+HB = QuantitySpec("hemoglobin", "g/L", "16.114 g/mmol")
+CREA = QuantitySpec("creatinine", "umol/L", "113.12 g/mol")
+BILI = QuantitySpec("bilirubin", "umol/L", "584.66 g/mol")
+ENZ = QuantitySpec("enzyme activity", "U/L")
+QT = QuantitySpec("interval", "ms")
+
+
+@pytest.fixture(scope="module")
+def units():
+    return UnitSystem()
+
+
+@pytest.mark.parametrize(
+    "value, unit, expected",
+    [
+        (1.2, "10*9/L", 1.2),
+        (1.2, "10^9/L", 1.2),
+        (1.2, "G/L", 1.2),
+        (1.2, "10*3/uL", 1.2),
+        (1.2, "10*3/mm3", 1.2),
+        (1200, "/uL", 1.2),
+        (1200, "/mm3", 1.2),
+        (1200, "cells/uL", 1.2),
+        (1200, "{cells}/uL", 1.2),
+        (1.2, "x10^9/L", 1.2),
+        (1.2, "×10⁹/L", 1.2),
+        (1.2, "x10E9/L", 1.2),
+        (1.2, "K/uL", 1.2),
+        (1.2, "10³/µL", 1.2),
+    ],
+)
+def test_cell_counts(units, value, unit, expected):
+    assert units.convert(value, unit, None, CELLS) == pytest.approx(expected)
+
+
+def test_unit_text_used_when_code_absent(units):
+    assert units.convert(800, None, "cells/uL", CELLS) == pytest.approx(0.8)
+
+
+def test_code_preferred_over_text_and_text_is_fallback(units):
+    assert units.convert(5, "g/dL", "g/L", HB) == pytest.approx(50)
+    assert units.convert(5, "not-a-unit", "g/dL", HB) == pytest.approx(50)
+
+
+@pytest.mark.parametrize(
+    "value, unit, spec, expected",
+    [
+        (6.0, "g/dL", HB, 60.0),
+        (60, "g/L", HB, 60.0),
+        (3.724, "mmol/L", HB, 60.01),  # x16.114 (monomer)
+        (2.0, "mg/dL", CREA, 176.8),  # x88.40 (113.12 g/mol): the protocol's 176.8 umol/L
+        (1.0, "mg/dL", CREA, 88.40),
+        (176.8, "umol/L", CREA, 176.8),
+        (176.8, "μmol/L", CREA, 176.8),
+        (3.0, "mg/dL", BILI, 51.31),  # x17.10
+        (51, "umol/L", BILI, 51.0),
+        (120, "U/L", ENZ, 120),
+        (120, "IU/L", ENZ, 120),
+        (120, "[IU]/L", ENZ, 120),
+        (2, "ukat/L", ENZ, 120),  # x60
+        (0.47, "s", QT, 470),
+        (470, "ms", QT, 470),
+    ],
+)
+def test_conversions(units, value, unit, spec, expected):
+    assert units.convert(value, unit, None, spec) == pytest.approx(expected, abs=0.01)
+
+
+def test_no_unit_is_missing(units):
+    with pytest.raises(UnitError) as e:
+        units.convert(1.0, None, None, CELLS)
+    assert e.value.kind == "missing"
+
+
+def test_unknown_unit_is_refused(units):
+    with pytest.raises(UnitError) as e:
+        units.convert(1.0, "blargs/L", None, CELLS)
+    assert e.value.kind == "unknown"
+
+
+@pytest.mark.parametrize("unit", ["%", "g/L", "mmol/L"])
+def test_other_dimension_is_incompatible(units, unit):
+    with pytest.raises(UnitError) as e:
+        units.convert(1.0, unit, None, CELLS)
+    assert e.value.kind == "incompatible"
+
+
+def test_doses_in_mg(units):
+    assert units.to_mg(1, "g", None) == 1000
+    assert units.to_mg(500, "ug", None) == pytest.approx(0.5)
+    assert units.to_mg(500, None, "mcg") == pytest.approx(0.5)
+    assert units.to_mg(4, None, "毫克") == 4
