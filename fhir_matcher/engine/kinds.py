@@ -447,3 +447,24 @@ def any_of(c: Criterion, ctx: Context) -> Outcome:
     if unknown:
         return Outcome(UNKNOWN, "; ".join(o.reason for o in outcomes), evidence)
     return Outcome(NOT_MET, "; ".join(o.reason for o in outcomes), evidence, next((o.value for o in outcomes if o.value is not None), None))
+
+
+# ---------------------------------------------------------------- what each kind reads
+
+MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+
+
+def resource_types(c: Criterion) -> set[str]:
+    """The FHIR resource types a criterion reads (sources fetch only these)."""
+    reads = {
+        "condition": {"Condition"},
+        "lab": {"Observation"},
+        "lab-uln": {"Observation"},
+        "test-result": {"Observation"},
+        "treatment-history": set(MEDICATION_TYPES),
+        "exposure": set(MEDICATION_TYPES) | ({"Procedure"} if c.params.get("procedures") else set()),
+        "manual": set(_as_list(c.params.get("evidence_types", []))),
+    }.get(c.kind, set())
+    for rule in c.rules:
+        reads |= resource_types(rule)
+    return reads

@@ -1,0 +1,37 @@
+"""Which patients can possibly be eligible: the cheap first pass sources use to narrow a screen.
+
+A patient is outside the cohort when an inclusion criterion of kind ``condition`` (missing
+data means not met) cannot be met because none of their Conditions is in its value sets.
+Screening only the cohort gives the same candidates as screening everyone: every patient
+left out would be ineligible on that criterion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..trial import INCLUSION, Trial
+from .kinds import NOT_MET, resource_types
+
+
+def cohort_valuesets(trial: Trial) -> list[list[str]]:
+    """One list of value sets per gating criterion; a patient must match every list."""
+    gates = []
+    for c in trial.criteria:
+        if c.type == INCLUSION and c.kind == "condition" and c.params.get("missing", NOT_MET) == NOT_MET and not c.params.get("active_only"):
+            vs = c.params["valuesets"]
+            gates.append([vs] if isinstance(vs, str) else list(vs))
+    return gates
+
+
+def in_cohort(trial: Trial, concepts: Iterable[Any], gates: list[list[str]]) -> bool:
+    """True when the Condition codes seen for a patient open every gate."""
+    concepts = list(concepts)
+    return all(any(trial.valuesets.match(cc, vs) for cc in concepts) for vs in gates)
+
+
+def needed_types(trial: Trial) -> set[str]:
+    types: set[str] = set()
+    for c in trial.criteria:
+        types |= resource_types(c)
+    return types

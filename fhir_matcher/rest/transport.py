@@ -1,0 +1,133 @@
+"""HTTP transport: one pooled requests.Session, timeouts, retries with backoff, cost counters.
+
+Retries 429, 5xx (except 501) and connection errors with exponential backoff, honouring
+Retry-After. Every request and the bytes it read are counted, for run.json. TLS verification
+is always on; a custom CA bundle can be given.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger("fhir_matcher")
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class TransportError(Exception):
+    """The server could not be reached or kept failing; the message says what happened."""
+
+
+@dataclass
+class Cost:
+    requests: int = 0
+    bytes: int = 0
+    retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, n_bytes: int, retry: bool = False) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes += n_bytes
+            self.retries += retry
+
+    def to_json(self) -> dict[str, int]:
+        return {"requests": self.requests, "bytes": self.bytes, "retries": self.retries}
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    if parsed is None:
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+class Transport:
+    def __init__(
+        self,
+        *,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        ca_bundle: str | None = None,
+        auth: requests.auth.AuthBase | None = None,
+        pool: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ):
+        self.session = session or requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.verify = ca_bundle if ca_bundle else True
+        self.session.headers["User-Agent"] = "fhir-matcher"
+        self.auth = auth
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.sleep = sleep
+        self.cost = Cost()
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        if self.auth is not None:
+            kwargs.setdefault("auth", self.auth)
+        attempt = 0
+        while True:
+            retry = attempt > 0
+            try:
+                resp = self.session.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                self.cost.add(0, retry)
+                if attempt >= self.retries:
+                    raise TransportError(f"{method} {_path(url)}: {_short(e)} (after {attempt + 1} attempts)") from None
+                delay = self._delay(attempt, None)
+                log.warning("%s %s: %s; retrying in %.1fs", method, _path(url), type(e).__name__, delay)
+            else:
+                self.cost.add(len(resp.content or b""), retry)
+                if resp.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                    return resp
+                delay = self._delay(attempt, _retry_after(resp))
+                log.warning("%s %s: HTTP %s; retrying in %.1fs", method, _path(url), resp.status_code, delay)
+            self.sleep(delay)
+            attempt += 1
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff * 4)
+        return min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random() / 2)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _path(url: str) -> str:
+    """A URL without its query (queries can carry patient ids), for messages and logs."""
+    return url.split("?", 1)[0]
+
+
+def _short(e: Exception) -> str:
+    text = str(e)
+    if "Connection refused" in text or "Failed to establish" in text:
+        return "connection refused"
+    if isinstance(e, requests.Timeout):
+        return "timed out"
+    return type(e).__name__

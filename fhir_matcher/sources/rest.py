@@ -1,0 +1,123 @@
+"""REST source: find the cohort on a FHIR server, then fetch only what the criteria read.
+
+1. ``GET metadata``: the server must answer with an R4 CapabilityStatement; resource types
+   it does not support are skipped with a note.
+2. Cohort: one compact scan of every Condition's code and subject
+   (``Condition?_elements=code,subject&_count=1000``), matched locally against the trial's
+   diagnosis value sets. Unlike code searches, this finds diagnoses coded only with local
+   codes, free text, or national ICD-10 extensions (M32.100x001), which no token search can
+   reach; it costs one request per 1,000 Conditions, at ~150 bytes each. A trial with no
+   diagnosis gate screens every Patient.
+3. Records: for batches of cohort patients (as many ids as fit in one URL), one paged search
+   per resource type the criteria read (``Observation?patient=a,b,c&_count=1000``), with
+   Medications brought in by ``_include``; batches run with bounded concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from ..engine.cohort import cohort_valuesets, in_cohort, needed_types
+from ..engine.kinds import MEDICATION_TYPES
+from ..fhirjson import Json, as_dict, as_list, as_str, normalize_reference, subject_reference
+from ..rest.client import FhirClient
+from ..rest.query import Search
+from ..trial import Trial
+from .record import PatientRecord, RecordBuilder
+
+log = logging.getLogger("fhir_matcher")
+
+PAGE = 1000
+MAX_URL = 1900
+
+
+class RestSource:
+    def __init__(self, client: FhirClient, trial: Trial, *, workers: int = 4, page_size: int = PAGE, max_url: int = MAX_URL):
+        self.client = client
+        self.trial = trial
+        self.workers = max(1, workers)
+        self.page_size = page_size
+        self.max_url = max_url
+        self.builder = RecordBuilder()
+        self.supported: set[str] | None = None
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------ steps
+
+    def check_server(self) -> None:
+        cs = self.client.capabilities()
+        types = set()
+        for rest in as_list(cs.get("rest")):
+            for res in as_list(as_dict(rest).get("resource")):
+                t = as_str(as_dict(res).get("type"))
+                if t:
+                    types.add(t)
+        self.supported = types or None
+
+    def _supports(self, rtype: str) -> bool:
+        return self.supported is None or rtype in self.supported
+
+    def cohort(self) -> list[str]:
+        """Ids of the patients who can possibly be eligible, sorted."""
+        gates = cohort_valuesets(self.trial)
+        if not gates:
+            search = Search("Patient").elements("id").count(self.page_size)
+            return sorted({r["id"] for r in self.client.search(search) if as_str(r.get("id"))})
+        concepts: dict[str, list[Json]] = {}
+        search = Search("Condition").elements("code", "subject").count(self.page_size)
+        for r in self.client.search(search):
+            ref = subject_reference(r)
+            if ref and isinstance(r.get("code"), dict):
+                key = normalize_reference(ref)
+                if key.startswith("Patient/"):
+                    concepts.setdefault(key.split("/", 1)[1], []).append(r["code"])
+        return sorted(pid for pid, ccs in concepts.items() if in_cohort(self.trial, ccs, gates))
+
+    def _batches(self, ids: list[str]) -> list[list[str]]:
+        # The longest search URL is the medication one with _include; size batches for it.
+        probe = Search("MedicationAdministration").count(self.page_size).include("MedicationAdministration:medication")
+        return [s.params[-1][1].split(",") for s in probe.chunked("patient", ids, self.max_url, self.client.base)]
+
+    def _searches(self, batch: list[str]) -> list[Search]:
+        out = [Search("Patient").where(_id=batch).count(self.page_size)]
+        for rtype in sorted(needed_types(self.trial)):
+            if not self._supports(rtype):
+                continue
+            s = Search(rtype).where(patient=batch).count(self.page_size)
+            if rtype in MEDICATION_TYPES:
+                s = s.include(f"{rtype}:medication")
+            out.append(s)
+        return out
+
+    def fetch(self, ids: list[str], progress: Callable[[int, int], None] | None = None) -> None:
+        for rtype in sorted(needed_types(self.trial)):
+            if not self._supports(rtype):
+                self.notes.append(f"the server does not support {rtype}; criteria reading it will be unknown")
+        tasks = [s for batch in self._batches(ids) for s in self._searches(batch)]
+        done = 0
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for resources in pool.map(lambda s: list(self.client.search(s)), tasks):
+                for r in resources:
+                    self.builder.add(r, f"{self.client.base}/{r.get('resourceType')}/{r.get('id')}")
+                done += 1
+                if progress:
+                    progress(done, len(tasks))
+
+    def patient_total(self) -> int | None:
+        """How many Patients the server holds (one request), for the attrition funnel."""
+        try:
+            bundle = self.client.request("GET", Search("Patient").param("_summary", "count").url(self.client.base))
+        except Exception:  # a server that cannot count still screens
+            return None
+        total = bundle.get("total")
+        return total if isinstance(total, int) else None
+
+    def read(self, progress: Callable[[int, int], None] | None = None) -> list[PatientRecord]:
+        self.check_server()
+        ids = self.cohort()
+        log.info("cohort: %d patients", len(ids))
+        self.fetch(ids, progress)
+        return list(self.builder.records())
+

@@ -1,0 +1,117 @@
+"""Code matching: exact, ICD-10/ATC prefixes, national extensions, longest-name-first text."""
+
+import pytest
+
+from fhir_matcher.terminology.valuesets import ICD10, ICD10CM, SNOMED, ValueSetLibrary
+
+TEXT_MATCH = "https://fhir-matcher.org/fhir/StructureDefinition/text-match"
+
+
+def vs(vs_id, contains, mode=None):
+    data = {"resourceType": "ValueSet", "id": vs_id, "title": vs_id, "status": "active", "expansion": {"contains": contains}}
+    if mode:
+        data["extension"] = [{"url": TEXT_MATCH, "valueCode": mode}]
+    return data
+
+
+def name(value, lang="en"):
+    return {"language": lang, "value": value}
+
+
+@pytest.fixture(scope="module")
+def lib():
+    lib = ValueSetLibrary()
+    lib.add(vs("sle", [{"system": SNOMED, "code": "55464009", "display": "Systemic lupus erythematosus",
+                        "designation": [name("SLE"), name("系统性红斑狼疮", "zh")],
+                        "contains": [{"system": ICD10, "code": "M32"}, {"system": ICD10CM, "code": "M32"}]}]))
+    lib.add(vs("dm", [{"system": SNOMED, "code": "396230008", "display": "Dermatomyositis",
+                       "contains": [{"system": ICD10, "code": "M33.0"}, {"system": ICD10, "code": "M33.1"}]}]))
+    lib.add(vs("epilepsy", [{"system": SNOMED, "code": "84757009", "display": "Epilepsy",
+                             "designation": [name("癫痫", "zh")], "contains": [{"system": ICD10, "code": "G40"}]}]))
+    lib.add(vs("steroids", [
+        {"abstract": True, "display": "methylprednisolone", "designation": [name("甲泼尼龙", "zh")],
+         "contains": [{"system": "http://www.whocc.no/atc", "code": "H02AB04"}]},
+        {"abstract": True, "display": "prednisolone", "designation": [name("泼尼松龙", "zh"), name("泼尼龙", "zh")]},
+        {"abstract": True, "display": "prednisone", "designation": [name("泼尼松", "zh")],
+         "contains": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "8640"}]},
+    ], mode="always"))
+    lib.add(vs("atc-class", [{"abstract": True, "display": "systemic corticosteroids",
+                              "contains": [{"system": "http://www.whocc.no/atc", "code": "H02AB"}]}]))
+    lib.add(vs("pos", [{"display": "Positive", "designation": [name("detected"), name("阳性", "zh"), name("检出", "zh")]}], mode="always"))
+    lib.add(vs("neg", [{"display": "Negative", "designation": [name("not detected"), name("阴性", "zh"), name("未检出", "zh")]}], mode="always"))
+    return lib
+
+
+def cc(*codings, text=None):
+    out = {"coding": [{"system": s, "code": c, **({"display": d} if d else {})} for s, c, d in codings]}
+    if text:
+        out["text"] = text
+    return out
+
+
+def ids(matches):
+    return sorted({(m.concept.valueset, m.by) for m in matches})
+
+
+def test_exact_snomed(lib):
+    assert ids(lib.match(cc((SNOMED, "55464009", None)))) == [("sle", "code")]
+
+
+def test_snomed_code_not_in_set_does_not_match(lib):
+    assert lib.match(cc((SNOMED, "200936003", "Discoid lupus erythematosus"))) == []
+
+
+@pytest.mark.parametrize("system, code", [
+    (ICD10, "M32"), (ICD10, "M32.1"), (ICD10CM, "M32.14"),
+    ("http://www.nhc.gov.cn/fhir/CodeSystem/icd-10-cn", "M32.100x001"),
+    ("urn:oid:2.16.156.10011.2.3.3.11", "M32.900"), (ICD10, "M321"),
+])
+def test_icd10_category_and_extensions(lib, system, code):
+    assert ids(lib.match(cc((system, code, None)), ["sle"])) in ([("sle", "prefix")], [("sle", "code")])
+
+
+def test_icd10_sibling_not_matched(lib):
+    assert lib.match(cc((ICD10, "M33.2", "Polymyositis"))) == []  # polymyositis is not dermatomyositis
+    assert ids(lib.match(cc((ICD10, "M33.10", None)))) == [("dm", "prefix")]
+    assert lib.match(cc((ICD10, "M3", None))) == []
+
+
+def test_atc_prefix(lib):
+    found = lib.match(cc(("http://www.whocc.no/atc", "H02AB04", None)))
+    assert {(m.concept.valueset, m.concept.display) for m in found} == {("steroids", "methylprednisolone"), ("atc-class", "systemic corticosteroids")}
+
+
+def test_local_code_matches_by_name_in_chinese(lib):
+    found = lib.match(cc(("http://hospital.example.cn/dx", "D0012", "系统性红斑狼疮")))
+    assert ids(found) == [("sle", "text")]
+
+
+def test_text_only_english_on_word_boundaries(lib):
+    assert ids(lib.match({"text": "Systemic lupus erythematosus, flare"})) == [("sle", "text")]
+    assert lib.match({"text": "SLEEP apnoea"}) == []
+
+
+def test_uncoded_sets_ignore_text_when_standard_code_present(lib):
+    # A SNOMED-coded family history must not match epilepsy by its words.
+    assert lib.match(cc((SNOMED, "160314009", "Family history of epilepsy"))) == []
+
+
+def test_always_sets_read_rxnorm_clinical_drug_names(lib):
+    found = lib.match(cc(("http://www.nlm.nih.gov/research/umls/rxnorm", "312617", "predniSONE 10 MG Oral Tablet")))
+    assert [(m.concept.display, m.by) for m in found] == [("prednisone", "text")]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("甲泼尼龙片 4mg", "methylprednisolone"),
+    ("泼尼松龙片", "prednisolone"),
+    ("醋酸泼尼松片 5mg", "prednisone"),
+    ("Methylprednisolone 4 MG Oral Tablet", "methylprednisolone"),
+])
+def test_longest_name_first(lib, text, expected):
+    assert [m.concept.display for m in lib.match({"text": text}, ["steroids"])] == [expected]
+
+
+@pytest.mark.parametrize("text, vs_id", [("阳性", "pos"), ("阴性", "neg"), ("未检出", "neg"), ("检出", "pos"),
+                                         ("Not detected", "neg"), ("DETECTED", "pos")])
+def test_results_negation_by_longest_name(lib, text, vs_id):
+    assert [m.concept.valueset for m in lib.match_text(text, ["pos", "neg"])] == [vs_id]
