@@ -115,3 +115,36 @@ def test_longest_name_first(lib, text, expected):
                                          ("Not detected", "neg"), ("DETECTED", "pos")])
 def test_results_negation_by_longest_name(lib, text, vs_id):
     assert [m.concept.valueset for m in lib.match_text(text, ["pos", "neg"])] == [vs_id]
+
+
+def test_excluded_names_block_a_shorter_name_inside_them():
+    lib = ValueSetLibrary()
+    lib.add(vs("crea", [{"display": "creatinine", "designation": [
+        name("肌酐", "zh"),
+        {"use": {"system": "https://fhir-matcher.org/fhir/CodeSystem/designation-use", "code": "exclude-name"}, "value": "尿肌酐"},
+    ]}]))
+    assert [m.concept.display for m in lib.match({"text": "血肌酐"})] == ["creatinine"]
+    assert lib.match({"text": "尿肌酐"}) == []
+
+
+def test_bundled_value_sets_block_lookalike_tests(trial):
+    lib = trial.valuesets
+    for text, vs_id in [("糖化血红蛋白", "lab-hemoglobin"), ("Hemoglobin A1c", "lab-hemoglobin"), ("尿肌酐", "lab-creatinine"),
+                        ("乙肝疫苗接种", "excl-hepatitis-b"), ("直接胆红素", "lab-bilirubin-total"), ("妊娠试验", "excl-pregnancy")]:
+        assert lib.match({"text": text}, [vs_id]) == [], text
+    assert lib.match({"text": "血红蛋白"}, ["lab-hemoglobin"])
+    assert lib.match({"text": "总胆红素"}, ["lab-bilirubin-total"])
+
+
+def test_bundled_value_sets_are_valid_r4():
+    import json
+    from pathlib import Path
+
+    from fhir.resources.R4B.valueset import ValueSet
+
+    files = sorted((Path(__file__).resolve().parent.parent / "valuesets").glob("*.json"))
+    assert len(files) >= 40
+    for f in files:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        ValueSet.model_validate(data)
+        assert data["id"] == f.stem and data["url"].endswith("/" + f.stem)

@@ -38,6 +38,7 @@ def write_outputs(
     source: str,
     problems: Sequence[str] = (),
     changes: dict[str, str] | None = None,
+    outside: int = 0,
 ) -> dict[str, Path]:
     prepare_dir(out)
     paths = {
@@ -50,7 +51,7 @@ def write_outputs(
     write_private(paths["screening"], "".join(line + "\n" for line in lines))
     bundle = subjects_bundle(trial, results)
     write_private(paths["subjects"], bundle.model_dump_json(indent=2, exclude_none=True) + "\n")
-    write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes))
+    write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes, outside))
     write_private(paths["csv"], report_csv(trial, results, changes))
     return paths
 

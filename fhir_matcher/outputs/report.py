@@ -13,14 +13,21 @@ from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, Patien
 from ..trial import Trial
 
 
-def funnel(trial: Trial, results: Sequence[PatientResult]) -> list[tuple[str, int, int]]:
-    """(criterion id, patients it removed first, patients left), in the trial's order."""
+def funnel(trial: Trial, results: Sequence[PatientResult], outside: int = 0) -> list[tuple[str, int, int]]:
+    """(criterion id, patients it removed first, patients left), in the trial's order.
+
+    ``outside`` patients were never fetched (no target diagnosis): the first diagnosis gate
+    removed them.
+    """
     first = Counter()
     for r in results:
         ids = deciding(trial, r.criteria)
         if ids:
             first[ids[0]] += 1
-    left = len(results)
+    if outside:
+        gate = next(c.id for c in trial.criteria if c.kind == "condition" and c.type == "inclusion")
+        first[gate] += outside
+    left = len(results) + outside
     rows = []
     for c in trial.criteria:
         if c.washout or c.manual:
@@ -90,6 +97,7 @@ def report_html(
     source: str,
     problems: Sequence[str] = (),
     changes: dict[str, str] | None = None,
+    outside: int = 0,
 ) -> str:
     changes = changes or {}
     counts = Counter(r.status for r in results)
@@ -98,7 +106,8 @@ def report_html(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Screening report: {escape(trial.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(trial.title)}</h1>",
-        f"<div class='meta'>As of <b>{as_of}</b> · source {escape(source)} · trial definition {escape(trial.id)} · {len(results)} patients screened</div>",
+        f"<div class='meta'>As of <b>{as_of}</b> · source {escape(source)} · trial definition {escape(trial.id)} · {len(results) + outside} patients screened"
+        + (f" ({outside} without a target diagnosis, not fetched)" if outside else "") + "</div>",
         "<div class='tiles'>",
     ]
     for s in STATUSES:
@@ -108,9 +117,9 @@ def report_html(
     out.append("</div>")
 
     out.append("<h2>Attrition</h2><table><tr><th>Step</th><th>Criterion</th><th class='num'>Removed</th><th class='num'>Remaining</th><th style='width:35%'></th></tr>")
-    total = max(len(results), 1)
-    out.append(f"<tr><td>Screened</td><td></td><td></td><td class='num'>{len(results)}</td><td><div class='bar' style='width:100%'></div></td></tr>")
-    for cid, removed, left in funnel(trial, results):
+    total = max(len(results) + outside, 1)
+    out.append(f"<tr><td>Screened</td><td></td><td></td><td class='num'>{len(results) + outside}</td><td><div class='bar' style='width:100%'></div></td></tr>")
+    for cid, removed, left in funnel(trial, results, outside):
         out.append(
             f"<tr><td>{escape(cid)}</td><td>{escape(titles[cid])}</td><td class='num'>{removed}</td><td class='num'>{left}</td>"
             f"<td><div class='bar' style='width:{100 * left / total:.1f}%'></div></td></tr>"

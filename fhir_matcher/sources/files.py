@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..fhirjson import as_dict, as_str, iter_entries
 from .record import PatientRecord, RecordBuilder
@@ -21,6 +21,36 @@ def input_files(path: Path) -> list[Path]:
 
 def _describe_json_error(e: json.JSONDecodeError) -> str:
     return f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+
+
+def parse_file(file: Path, problem: Callable[[str, str], None]) -> Iterator[tuple[str, Any]]:
+    """Each JSON document in a file (the file, or each NDJSON line) with where it came from.
+
+    Unreadable files and lines are reported through ``problem`` and skipped.
+    """
+    try:
+        with file.open("r", encoding="utf-8-sig") as fh:
+            if file.name.endswith(".ndjson"):
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        data = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        problem(f"{file}:{lineno}", f"invalid JSON ({e.msg})")
+                        continue
+                    yield f"{file}:{lineno}", data
+            else:
+                try:
+                    data = json.load(fh)
+                except json.JSONDecodeError as e:
+                    problem(str(file), _describe_json_error(e))
+                    return
+                yield str(file), data
+    except UnicodeDecodeError:
+        problem(str(file), "not UTF-8 text")
+    except OSError as e:
+        problem(str(file), f"cannot be read ({e.strerror or e})")
 
 
 class FileSource:
@@ -40,31 +70,8 @@ class FileSource:
                 progress(n, len(files))
 
     def read_file(self, file: Path) -> None:
-        b = self.builder
-        try:
-            if file.name.endswith(".ndjson"):
-                with file.open("r", encoding="utf-8-sig") as fh:
-                    for lineno, line in enumerate(fh, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            data = json.loads(line)
-                        except json.JSONDecodeError as e:
-                            b.problem(f"{file}:{lineno}", f"invalid JSON ({e.msg})")
-                            continue
-                        self.add(data, f"{file}:{lineno}")
-            else:
-                with file.open("r", encoding="utf-8-sig") as fh:
-                    try:
-                        data = json.load(fh)
-                    except json.JSONDecodeError as e:
-                        b.problem(str(file), _describe_json_error(e))
-                        return
-                self.add(data, str(file))
-        except UnicodeDecodeError:
-            b.problem(str(file), "not UTF-8 text")
-        except OSError as e:
-            b.problem(str(file), f"cannot be read ({e.strerror or e})")
+        for where, data in parse_file(file, self.builder.problem):
+            self.add(data, where)
 
     def add(self, data: Any, where: str) -> None:
         b = self.builder

@@ -27,6 +27,10 @@ from typing import Any, Iterable
 from ..fhirjson import Json, as_dict, as_list, as_str, codings, concept_text
 
 TEXT_MATCH_URL = "https://fhir-matcher.org/fhir/StructureDefinition/text-match"
+# A designation with this use is a name that must NOT match: a longer phrase that contains a
+# real name ("尿肌酐" urine creatinine around "肌酐", "hemoglobin A1c" around "hemoglobin").
+DESIGNATION_USE = "https://fhir-matcher.org/fhir/CodeSystem/designation-use"
+EXCLUDE_NAME = "exclude-name"
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -167,7 +171,16 @@ class ValueSetLibrary:
                 self._prefix[family].setdefault(_prefix_key(code), []).append(concept)
             else:
                 self._exact.setdefault((system, code), []).append(concept)
-        names = [as_str(entry.get("display"))] + [as_str(as_dict(d).get("value")) for d in as_list(entry.get("designation"))]
+        names = [as_str(entry.get("display"))]
+        for d in as_list(entry.get("designation")):
+            d = as_dict(d)
+            use = as_dict(d.get("use"))
+            value = as_str(d.get("value"))
+            if use.get("system") == DESIGNATION_USE and use.get("code") == EXCLUDE_NAME:
+                if value:
+                    self._names.setdefault(normalize_text(value), [])  # matches, and means nothing
+            else:
+                names.append(value)
         for name in names:
             if name and len(normalize_text(name)) >= 2:
                 self._names.setdefault(normalize_text(name), []).append(concept)
@@ -215,7 +228,7 @@ class ValueSetLibrary:
         elif system:
             for concept in self._exact.get((system, code), []):
                 out.append(Match(concept, "code", f"{system}|{code}"))
-        return out
+        return list(dict.fromkeys(out))  # the same code listed under WHO and CM: one match
 
     def _match_key(self, key: tuple[tuple[tuple[str | None, str | None, str | None], ...], str | None]) -> tuple[Match, ...]:
         coding_list, text = key
