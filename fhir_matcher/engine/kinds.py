@@ -220,12 +220,12 @@ def lab(c: Criterion, ctx: Context) -> Outcome:
     shown = f"{comparator or ''}{_fmt(value)} {spec.unit}"
     rule = f"{op} {'/'.join(_fmt(t) for t in thresholds)}{sex_note}"
     if answers == {True}:
-        result, verdict = MET, "meets"
+        result, verdict = MET, ""
     elif answers == {False}:
-        result, verdict = NOT_MET, "does not meet"
+        result, verdict = NOT_MET, "not "
     else:
-        result, verdict = UNKNOWN, "cannot tell against"
-    return Outcome(result, f"{label} {shown} on {m.day}: {verdict} {rule}", [m.ref], value, spec.unit)
+        result, verdict = UNKNOWN, "cannot tell if "
+    return Outcome(result, f"{label} {shown} on {m.day}: {verdict}{rule}", [m.ref], value, spec.unit)
 
 
 @kind("lab-uln")

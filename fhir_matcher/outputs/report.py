@@ -75,6 +75,7 @@ table{border-collapse:collapse;width:100%;margin:6px 0 12px}th,td{border:1px sol
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .tiles{display:flex;gap:12px;flex-wrap:wrap}.tile{border:1px solid #d0d7de;border-radius:8px;padding:10px 16px;min-width:150px}
 .tile b{display:block;font-size:26px}.bar{background:#0969da;height:12px;border-radius:2px}
+.r-met,.r-not-met,.r-unknown,.r-manual,.x-met,.x-not-met{white-space:nowrap}
 .r-met{color:#1a7f37;font-weight:600}.r-not-met{color:#cf222e;font-weight:600}.r-unknown{color:#9a6700;font-weight:600}.r-manual{color:#57606a}
 .x-met{color:#cf222e;font-weight:600}.x-not-met{color:#1a7f37;font-weight:600}
 .s-candidate{background:#dafbe1}.s-potential-candidate{background:#fff8c5}.s-ineligible{background:#ffebe9}
@@ -126,6 +127,19 @@ def report_html(
         )
     out.append("</table><p class='meta'>Each patient is counted under the first criterion, in protocol order, that rules them out. Washout criteria (drugs to stop before cell collection) and manual checks never remove a patient.</p>")
 
+    shortlist = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
+    out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>Status</th><th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
+    for r in shortlist:
+        todo = [c.id for c in trial.criteria if r.criteria[c.id].result == "unknown" and not c.washout]
+        washouts = [r.criteria[c.id].value or c.id for c in trial.criteria if c.washout and r.criteria[c.id].result == "met"]
+        manual = sum(1 for c in trial.criteria if r.criteria[c.id].result == "manual")
+        badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
+        out.append(
+            f"<tr><td><a href='#{escape(r.patient)}'>{escape(r.patient)}</a>{badge}</td><td class='s-{r.status}'>{escape(r.status)}</td>"
+            f"<td>{escape(', '.join(todo))}</td><td>{escape(', '.join(str(w) for w in washouts))}</td><td class='num'>{manual}</td></tr>"
+        )
+    out.append("</table>")
+
     for status, heading in ((CANDIDATE, "Candidates"), (POTENTIAL, "Potential candidates (data missing)")):
         group = [r for r in results if r.status == status]
         out.append(f"<h2>{heading} ({len(group)})</h2>")
@@ -140,7 +154,7 @@ def report_html(
                 notes.append("missing data: " + ", ".join(todo))
             if washouts:
                 notes.append("washout needed: " + ", ".join(washouts))
-            out.append(f"<h3>{escape(r.patient)} <span class='badge s-{r.status}'>{escape(r.status)}</span>{badge}</h3>")
+            out.append(f"<h3 id='{escape(r.patient)}'>{escape(r.patient)} <span class='badge s-{r.status}'>{escape(r.status)}</span>{badge}</h3>")
             if notes:
                 out.append(f"<div class='meta'>{escape('; '.join(notes))}</div>")
             out.append("<table><tr><th>Criterion</th><th>Result</th><th>Value</th><th>Reason</th><th>Evidence</th></tr>")
