@@ -38,6 +38,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retries", type=int, default=4, help="retries on 429, 5xx and connection errors (default 4)")
     g.add_argument("--workers", type=int, default=4, help="concurrent requests (default 4)")
     g.add_argument("--ca-bundle", default=None, help="CA certificates (PEM) to verify the server with; verification is always on")
+    g.add_argument("--tag", default=None, metavar="SYSTEM|CODE", help="screen: only resources with this meta.tag; load: add it to every resource")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     quiet = args.quiet
     progress = (None if quiet else Progress("reading  "), None if quiet else Progress("screening"))
     if is_url(args.source):
-        result = screen_server(args.source, trial, as_of, _transport(args), args.workers, progress)
+        result = screen_server(args.source, trial, as_of, _transport(args), args.workers, progress, tag=args.tag)
     else:
         try:
             result = screen_files(args.source, trial, as_of, progress)
@@ -110,7 +111,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     client = FhirClient(args.server, _transport(args))
     client.capabilities()
-    report = Loader(client, chunk=args.chunk).load(args.paths)
+    report = Loader(client, chunk=args.chunk, tag=args.tag).load(args.paths)
     if not args.quiet:
         print(f"Loaded {report.loaded} resources in {report.transactions} transactions to {args.server}")
     for where, message in report.rejected:

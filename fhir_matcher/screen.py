@@ -68,10 +68,11 @@ def screen_server(
     transport: Transport | None = None,
     workers: int = 4,
     progress: tuple[ProgressFn | None, ProgressFn | None] = (None, None),
+    tag: str | None = None,
 ) -> Screening:
     started = time.monotonic()
     client = FhirClient(url, transport or Transport())
-    source = RestSource(client, trial, workers=workers)
+    source = RestSource(client, trial, workers=workers, tag=tag)
     records = source.read(progress[0])
     total = source.patient_total()
     results = _evaluate_all(records, trial, as_of, progress[1])

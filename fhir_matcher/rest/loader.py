@@ -56,12 +56,51 @@ def _entry(item: Item) -> Json:
     return entry
 
 
+def _prefixed(value: Any, prefix: str) -> Any:
+    """Prefix every resource id and relative ``Type/id`` reference (test data on shared servers)."""
+    if isinstance(value, dict):
+        out = {k: _prefixed(v, prefix) for k, v in value.items()}
+        ref = out.get("reference")
+        if isinstance(ref, str) and "/" in ref and not ref.startswith(("urn:", "#", "http")):
+            rtype, rid = ref.split("/", 1)
+            out["reference"] = f"{rtype}/{prefix}{rid}"
+        return out
+    if isinstance(value, list):
+        return [_prefixed(v, prefix) for v in value]
+    return value
+
+
 class Loader:
-    def __init__(self, client: FhirClient, *, chunk: int = 200, problem: Callable[[str, str], None] | None = None):
+    """Uploads files; ``tag`` (``system|code``) is added to every resource's meta, ``id_prefix``
+    to every id and reference (so test data can share a server with other people's data)."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        *,
+        chunk: int = 200,
+        problem: Callable[[str, str], None] | None = None,
+        tag: str | None = None,
+        id_prefix: str = "",
+    ):
         self.client = client
         self.chunk = chunk
         self.report = LoadReport()
         self._problem = problem
+        self.tag = tag
+        self.id_prefix = id_prefix
+
+    def _prepare(self, resource: Json) -> Json:
+        if self.id_prefix:
+            resource = _prefixed(resource, self.id_prefix)
+            if as_str(resource.get("id")):
+                resource["id"] = self.id_prefix + resource["id"]
+        if self.tag:
+            system, _, code = self.tag.partition("|")
+            meta = dict(as_dict(resource.get("meta")))
+            meta["tag"] = list(meta.get("tag") or []) + [{"system": system, "code": code}]
+            resource = {**resource, "meta": meta}
+        return resource
 
     def reject(self, where: str, message: str) -> None:
         self.report.rejected.append((where, message))
@@ -78,6 +117,7 @@ class Loader:
                 if res is not None:
                     self.reject(f"{where} entry {i}", "not a FHIR resource")
                 continue
+            res = self._prepare(res)
             if full_url and as_str(res.get("id")):
                 refs[full_url] = f"{res['resourceType']}/{res['id']}"
             items.append(Item(f"{where} entry {i}", res, full_url))
@@ -98,7 +138,7 @@ class Loader:
                     elif data["resourceType"] == "Bundle":
                         self._send(self._bundle_items(data, where))
                     else:
-                        loose.append(Item(where, data))
+                        loose.append(Item(where, self._prepare(data)))
         order = {t: i for i, t in enumerate(FIRST)}
         loose.sort(key=lambda it: order.get(it.resource["resourceType"], len(order)))
         for i in range(0, len(loose), self.chunk):
@@ -122,7 +162,15 @@ class Loader:
 
     def _as_batch(self, items: list[Item]) -> None:
         bundle = {"resourceType": "Bundle", "type": "batch", "entry": [_entry(it) for it in items]}
-        answer = self.client.transaction(bundle)
+        try:
+            answer = self.client.transaction(bundle)
+        except FhirError as e:
+            if e.status is None or e.status >= 500:
+                raise
+            # The server refused the whole batch (e.g. one entry does not parse): one by one.
+            for item in items:
+                self._one(item)
+            return
         for item, entry in zip(items, answer.get("entry") or []):
             response = as_dict(as_dict(entry).get("response"))
             status = as_str(response.get("status")) or ""
@@ -132,3 +180,14 @@ class Loader:
                 message = outcome_text(response.get("outcome")) or status or "rejected"
                 rtype, rid = item.resource.get("resourceType"), item.resource.get("id", "(no id)")
                 self.reject(f"{item.where} ({rtype}/{rid})", message)
+
+    def _one(self, item: Item) -> None:
+        entry = _entry(item)
+        try:
+            self.client.request(entry["request"]["method"], entry["request"]["url"], item.resource)
+            self.report.loaded += 1
+        except FhirError as e:
+            if e.status is None or e.status >= 500:
+                raise
+            rtype, rid = item.resource.get("resourceType"), item.resource.get("id", "(no id)")
+            self.reject(f"{item.where} ({rtype}/{rid})", outcome_text(e.outcome) or str(e))

@@ -34,8 +34,18 @@ MAX_URL = 1900
 
 
 class RestSource:
-    def __init__(self, client: FhirClient, trial: Trial, *, workers: int = 4, page_size: int = PAGE, max_url: int = MAX_URL):
+    def __init__(
+        self,
+        client: FhirClient,
+        trial: Trial,
+        *,
+        workers: int = 4,
+        page_size: int = PAGE,
+        max_url: int = MAX_URL,
+        tag: str | None = None,
+    ):
         self.client = client
+        self.tag = tag  # "system|code": screen only resources carrying this meta.tag
         self.trial = trial
         self.workers = max(1, workers)
         self.page_size = page_size
@@ -63,10 +73,10 @@ class RestSource:
         """Ids of the patients who can possibly be eligible, sorted."""
         gates = cohort_valuesets(self.trial)
         if not gates:
-            search = Search("Patient").elements("id").count(self.page_size)
+            search = self._tagged(Search("Patient").elements("id").count(self.page_size))
             return sorted({r["id"] for r in self.client.search(search) if as_str(r.get("id"))})
         concepts: dict[str, list[Json]] = {}
-        search = Search("Condition").elements("code", "subject").count(self.page_size)
+        search = self._tagged(Search("Condition").elements("code", "subject").count(self.page_size))
         for r in self.client.search(search):
             ref = subject_reference(r)
             if ref and isinstance(r.get("code"), dict):
@@ -75,17 +85,20 @@ class RestSource:
                     concepts.setdefault(key.split("/", 1)[1], []).append(r["code"])
         return sorted(pid for pid, ccs in concepts.items() if in_cohort(self.trial, ccs, gates))
 
+    def _tagged(self, search: Search) -> Search:
+        return search.where(_tag=self.tag) if self.tag else search
+
     def _batches(self, ids: list[str]) -> list[list[str]]:
         # The longest search URL is the medication one with _include; size batches for it.
-        probe = Search("MedicationAdministration").count(self.page_size).include("MedicationAdministration:medication")
+        probe = self._tagged(Search("MedicationAdministration").count(self.page_size).include("MedicationAdministration:medication"))
         return [s.params[-1][1].split(",") for s in probe.chunked("patient", ids, self.max_url, self.client.base)]
 
     def _searches(self, batch: list[str]) -> list[Search]:
-        out = [Search("Patient").where(_id=batch).count(self.page_size)]
+        out = [self._tagged(Search("Patient").where(_id=batch).count(self.page_size))]
         for rtype in sorted(needed_types(self.trial)):
             if not self._supports(rtype):
                 continue
-            s = Search(rtype).where(patient=batch).count(self.page_size)
+            s = self._tagged(Search(rtype).where(patient=batch).count(self.page_size))
             if rtype in MEDICATION_TYPES:
                 s = s.include(f"{rtype}:medication")
             out.append(s)
@@ -108,7 +121,7 @@ class RestSource:
     def patient_total(self) -> int | None:
         """How many Patients the server holds (one request), for the attrition funnel."""
         try:
-            bundle = self.client.request("GET", Search("Patient").param("_summary", "count").url(self.client.base))
+            bundle = self.client.request("GET", self._tagged(Search("Patient").param("_summary", "count")).url(self.client.base))
         except Exception:  # a server that cannot count still screens
             return None
         total = bundle.get("total")

@@ -1,0 +1,88 @@
+"""End to end on the local HAPI FHIR server: load, then the REST screen equals the file screen."""
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from fhir_matcher.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "bundles" / "demo"
+AS_OF = "2026-11-24"
+
+
+def screen(source, out, *extra):
+    assert main(["screen", "--source", str(source), "--as-of", AS_OF, "--out", str(out), "-q", *extra]) == 0
+    rows = [json.loads(line) for line in (out / "screening.ndjson").read_text(encoding="utf-8").splitlines()]
+    return {r["patient"]: r for r in rows}, json.loads((out / "run.json").read_text(encoding="utf-8"))
+
+
+def count(base, rtype, **params):
+    r = requests.get(f"{base}/{rtype}", params={"_summary": "count", **params}, timeout=30)
+    r.raise_for_status()
+    return r.json()["total"]
+
+
+@pytest.fixture(scope="module")
+def loaded(hapi):
+    assert main(["load", "--server", hapi.base_url, str(DEMO), "-q"]) == 0
+    return hapi.base_url
+
+
+def test_load_twice_creates_nothing_twice(loaded):
+    before = {t: count(loaded, t) for t in ("Patient", "Condition", "Observation", "MedicationStatement")}
+    assert before["Patient"] == 44 and before["Observation"] > 300
+    assert main(["load", "--server", loaded, str(DEMO), "-q"]) == 0
+    assert {t: count(loaded, t) for t in before} == before
+
+
+def test_rest_screen_equals_file_screen(loaded, tmp_path):
+    files, _ = screen(DEMO, tmp_path / "files")
+    rest, run = screen(loaded, tmp_path / "rest")
+    assert rest, "the REST screen found no patients"
+    for patient, row in rest.items():
+        want = files[patient]
+        assert row["status"] == want["status"], patient
+        for cid, c in want["criteria"].items():
+            got = row["criteria"][cid]
+            assert (got["result"], got["value"], sorted(got["evidence"])) == (c["result"], c["value"], sorted(c["evidence"])), (patient, cid, got, c)
+            assert got["reason"] == c["reason"], (patient, cid)
+    # Patients the server screen never fetched are exactly those without a target diagnosis.
+    for patient in set(files) - set(rest):
+        assert files[patient]["criteria"]["inc-diagnosis"]["result"] == "not-met", patient
+    assert run["screened"] == len(files) and run["outside_cohort"] == len(files) - len(rest)
+    assert run["http"]["requests"] > 0 and run["http"]["bytes"] > 0
+    # Batched: far fewer requests than one per patient and resource type.
+    assert run["http"]["requests"] < len(rest) * 2
+
+
+def test_research_subjects_match(loaded, tmp_path):
+    screen(DEMO, tmp_path / "files")
+    screen(loaded, tmp_path / "rest")
+    a = json.loads((tmp_path / "files" / "research-subjects.json").read_text())
+    b = json.loads((tmp_path / "rest" / "research-subjects.json").read_text())
+    assert a == b
+
+
+def test_load_names_rejected_resources(hapi, tmp_path):
+    bad = tmp_path / "bad.ndjson"
+    lines = [
+        {"resourceType": "Patient", "id": "reject-ok", "gender": "female"},
+        {"resourceType": "Observation", "id": "reject-1", "status": "not-a-status", "code": {"text": "x"}, "subject": {"reference": "Patient/reject-ok"}},
+        {"resourceType": "Condition", "id": "reject-2", "subject": {"reference": "Patient/does-not-exist"}, "code": {"text": "y"}},
+    ]
+    bad.write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n", encoding="utf-8")
+    report_lines = []
+    from fhir_matcher.rest.client import FhirClient
+    from fhir_matcher.rest.loader import Loader
+
+    loader = Loader(FhirClient(hapi.base_url), problem=lambda w, m: report_lines.append((w, m)))
+    report = loader.load([bad])
+    where = {w for w, _ in report.rejected}
+    assert any("Observation/reject-1" in w for w in where)
+    assert any("Condition/reject-2" in w for w in where)
+    assert any(w.endswith(":4") for w in where)  # the malformed line
+    assert all(m for _, m in report.rejected)
+    assert report.loaded == 1  # the good Patient still went in
