@@ -38,6 +38,15 @@ class Context:
         self.trial = trial
         self.as_of = as_of
         self.units = units
+        self.boundaries: set[date] = set()
+
+    def watch(self, *days: date | None) -> None:
+        """Dates on which a criterion's result may change with time alone (record them all)."""
+        self.boundaries.update(d for d in days if d is not None and d > self.as_of)
+
+    @property
+    def recheck_on(self) -> date | None:
+        return min(self.boundaries) if self.boundaries else None
 
     @cached_property
     def conditions(self) -> list[facts.ConditionFact]:

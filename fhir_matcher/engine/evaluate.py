@@ -24,6 +24,7 @@ class PatientResult:
     patient: str
     status: str
     criteria: dict[str, Outcome]
+    recheck_on: date | None = None  # the first day the result may change with time alone
 
     def to_json(self, trial: Trial, as_of: date) -> dict[str, Any]:
         return {
@@ -66,4 +67,4 @@ def evaluate(record: PatientRecord, trial: Trial, as_of: date, units: UnitSystem
             log.warning("criterion %s could not be evaluated for one patient (%s)", c.id, type(e).__name__)
             log.debug("criterion %s failed", c.id, exc_info=True)
             results[c.id] = Outcome(UNKNOWN, f"could not be evaluated ({type(e).__name__} on malformed data)")
-    return PatientResult(record.key, status_of(trial, results), results)
+    return PatientResult(record.key, status_of(trial, results), results, ctx.recheck_on)

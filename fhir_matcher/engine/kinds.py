@@ -15,7 +15,7 @@ from ..normalize.units import QuantitySpec, UnitError
 from ..terminology.valuesets import Match
 from ..trial import Criterion
 from .context import Context, Outcome
-from .windows import Window, add_months, add_years
+from .windows import ONE_DAY, Window, add_months, add_years, first_day
 
 MET, NOT_MET, UNKNOWN, MANUAL = "met", "not-met", "unknown", "manual"
 
@@ -67,10 +67,11 @@ def age(c: Criterion, ctx: Context) -> Outcome:
         return Outcome(_missing(c, UNKNOWN), "no birth date")
     completed = ctx.as_of.year - birth.lo.year - ((ctx.as_of.month, ctx.as_of.day) < (birth.lo.month, birth.lo.day))
     evidence = [ctx.record.key]
+    ctx.watch(add_years(birth.hi, years) + ONE_DAY, add_years(birth.lo, years) + ONE_DAY, add_years(birth.lo, max(completed, 0) + 1))
     if ctx.as_of > add_years(birth.hi, years):
-        return Outcome(MET, f"age {completed} on {ctx.as_of}, over {years}", evidence, completed, "a")
+        return Outcome(MET, f"age {completed}, over {years}", evidence, completed, "a")
     if ctx.as_of <= add_years(birth.lo, years):
-        return Outcome(NOT_MET, f"age {max(completed, 0)} on {ctx.as_of}: not over {years} (born {birth})", evidence, max(completed, 0), "a")
+        return Outcome(NOT_MET, f"age {max(completed, 0)}: not over {years} (born {birth})", evidence, max(completed, 0), "a")
     return Outcome(UNKNOWN, f"birth date {birth} is too coarse to tell if over {years}", evidence)
 
 
@@ -80,6 +81,7 @@ def deceased(c: Criterion, ctx: Context) -> Outcome:
     if p.get("deceasedBoolean") is True:
         return Outcome(MET, "patient is recorded as deceased", [ctx.record.key], True)
     when = parse_date(p.get("deceasedDateTime"))
+    ctx.watch(when.lo if when else None)
     if when and when.lo <= ctx.as_of:
         return Outcome(MET, f"patient died on {when}", [ctx.record.key], str(when))
     return Outcome(NOT_MET, "not recorded as deceased", [], False)
@@ -105,16 +107,19 @@ def condition(c: Criterion, ctx: Context) -> Outcome:
     max_age = c.params.get("max_age_days")
     hits: list[tuple[Any, Match]] = []
     skipped_inactive = skipped_old = 0
+    recent = Window.before(ctx.as_of, days=int(max_age)) if max_age is not None else None
     for f in ctx.conditions:
-        if f.day and f.day.lo > ctx.as_of:
-            continue  # recorded after the as-of date
         matches = ctx.match(f.concept, valuesets)
         if not matches:
             continue
+        if f.day:
+            ctx.watch(f.day.lo, recent.leaves_on(f.day.hi) if recent else None)
+            if f.day.lo > ctx.as_of:
+                continue  # recorded after the as-of date
         if active_only and not f.active:
             skipped_inactive += 1
             continue
-        if max_age is not None and (f.day is None or f.day.hi < Window.before(ctx.as_of, days=int(max_age)).start):
+        if recent is not None and (f.day is None or f.day.hi < recent.start):
             skipped_old += 1
             continue
         hits.append((f, matches[0]))
@@ -147,6 +152,9 @@ def _latest(ctx: Context, valuesets: list[str], window: Window | None) -> tuple[
     """(results in the window newest first, the newest result of any date up to as-of)."""
     found = [m for m in ctx.measurements if m.has_value and ctx.match(m.code, valuesets)]
     found.sort(key=lambda m: (m.day.hi if m.day else date.min, m.sort_key), reverse=True)
+    for m in found:
+        if m.day:
+            ctx.watch(m.day.lo, m.day.hi, window.leaves_on(m.day.lo) if window else None)
     newest_any = next((m for m in found if m.day and m.day.lo <= ctx.as_of), None)
     return [m for m in found if _in_window(m, window, ctx.as_of)], newest_any
 
@@ -334,6 +342,8 @@ def treatment_history(c: Criterion, ctx: Context) -> Outcome:
     min_classes = int(c.params["min_classes"])
     min_months = int(c.params["min_months"])
     systemic_only = bool(c.params.get("systemic_only", True))
+    for u in ctx.medication_uses:
+        ctx.watch(u.start)
     uses = [u for u in ctx.medication_uses if not (u.start and u.start > ctx.as_of)]
     if not uses:
         return Outcome(_missing(c, UNKNOWN), "no medication records")
@@ -353,12 +363,14 @@ def treatment_history(c: Criterion, ctx: Context) -> Outcome:
     cutoff = add_months(ctx.as_of, -min_months)
     starts = [u.start for u in used if u.start]
     earliest = min(starts) if starts else None
+    if earliest:
+        ctx.watch(first_day(lambda x: add_months(x, -min_months) >= earliest, add_months(earliest, min_months)))
     manual_note = "; treatment failure to be confirmed by the investigator"
     if earliest and earliest <= cutoff:
         return Outcome(MET, f"{len(found)} drug classes: {names}; first started {earliest} ({min_months}+ months){manual_note}", evidence, len(found))
     if any(u.start is None for u in used):
         return Outcome(UNKNOWN, f"{len(found)} drug classes ({names}) but start dates are missing", evidence, len(found))
-    return Outcome(NOT_MET, f"{len(found)} drug classes ({names}), but the earliest started {earliest}, less than {min_months} months before {ctx.as_of}", evidence, len(found))
+    return Outcome(NOT_MET, f"{len(found)} drug classes ({names}), but the earliest started {earliest}, less than {min_months} months ago", evidence, len(found))
 
 
 @kind("exposure")
@@ -376,6 +388,8 @@ def exposure(c: Criterion, ctx: Context) -> Outcome:
         if not ms or (systemic_only and not ctx.systemic(u)):
             continue
         days = u.days(ctx.as_of)
+        if days is not None:
+            ctx.watch(days[0], window.leaves_on(days[1]) if window and not (u.ongoing and u.end is None) else None)
         if days is None:
             undated.append(u.ref)
         elif (window.overlaps(*days) if window else days[0] <= ctx.as_of):
@@ -385,6 +399,8 @@ def exposure(c: Criterion, ctx: Context) -> Outcome:
             ms = ctx.match(p.concept, valuesets)
             if not ms:
                 continue
+            if p.start is not None:
+                ctx.watch(p.start, window.leaves_on(p.end or p.start) if window else None)
             if p.start is None:
                 undated.append(p.ref)
             elif (window.overlaps(p.start, p.end or p.start) if window else p.start <= ctx.as_of):
