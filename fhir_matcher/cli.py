@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .config import ConfigError, apply_windows, load_config, setting
+from .nightly.job import run_night
+from .nightly.state import State, StateError, StateLocked
 from .outputs.files import write_outputs, write_run_json
 from .outputs.terminal import Progress, summary_text
 from .rest.client import FhirClient, FhirError
@@ -34,9 +37,9 @@ def _as_of(value: str) -> date:
 
 def _server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server connection")
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each HTTP answer (default 60)")
-    g.add_argument("--retries", type=int, default=4, help="retries on 429, 5xx and connection errors (default 4)")
-    g.add_argument("--workers", type=int, default=4, help="concurrent requests (default 4)")
+    g.add_argument("--timeout", type=float, default=None, help="seconds to wait for each HTTP answer (default 60)")
+    g.add_argument("--retries", type=int, default=None, help="retries on 429, 5xx and connection errors (default 4)")
+    g.add_argument("--workers", type=int, default=None, help="concurrent requests (default 4)")
     g.add_argument("--ca-bundle", default=None, help="CA certificates (PEM) to verify the server with; verification is always on")
     g.add_argument("--tag", default=None, metavar="SYSTEM|CODE", help="screen: only resources with this meta.tag; load: add it to every resource")
 
@@ -60,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--chunk", type=int, default=200, help="resources per transaction (default 200)")
     _server_options(ld)
     _verbosity(ld)
+
+    n = sub.add_parser("nightly", help="incremental nightly screen of a server, with write-back and reports")
+    n.add_argument("--server", default=None, help="FHIR R4 base URL (or [server] url in --config)")
+    n.add_argument("--state", type=Path, default=None, help="SQLite state file (or [output] state)")
+    n.add_argument("--out", type=Path, default=None, help="output folder (or [output] dir)")
+    n.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
+    n.add_argument("--config", type=Path, default=None, help="TOML settings file; flags override it")
+    n.add_argument("--trial", type=Path, default=None, help="trial definition TOML (or [trial] path)")
+    n.add_argument("--full", action="store_true", help="re-screen every cohort patient, not only what changed")
+    n.add_argument("--overlap", type=float, default=300, metavar="SECONDS",
+                   help="re-read changes from this long before the last night started (default 300)")
+    _server_options(n)
+    _verbosity(n)
     return p
 
 
@@ -75,8 +91,15 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
         logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
-def _transport(args: argparse.Namespace) -> Transport:
-    return Transport(timeout=args.timeout, retries=args.retries, ca_bundle=args.ca_bundle, pool=max(4, args.workers * 2))
+def _transport(args: argparse.Namespace, config: dict | None = None) -> Transport:
+    config = config or {}
+    workers = setting(args, config, "workers", "server", "workers", 4)
+    return Transport(
+        timeout=float(setting(args, config, "timeout", "server", "timeout", 60.0)),
+        retries=int(setting(args, config, "retries", "server", "retries", 4)),
+        ca_bundle=setting(args, config, "ca_bundle", "server", "ca_bundle"),
+        pool=max(4, int(workers) * 2),
+    )
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -85,7 +108,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     quiet = args.quiet
     progress = (None if quiet else Progress("reading  "), None if quiet else Progress("screening"))
     if is_url(args.source):
-        result = screen_server(args.source, trial, as_of, _transport(args), args.workers, progress, tag=args.tag)
+        result = screen_server(args.source, trial, as_of, _transport(args), args.workers or 4, progress, tag=args.tag)
     else:
         try:
             result = screen_files(args.source, trial, as_of, progress)
@@ -122,12 +145,50 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    server = setting(args, config, "server", "server", "url")
+    state_path = setting(args, config, "state", "output", "state")
+    out = setting(args, config, "out", "output", "dir")
+    missing = [name for name, v in (("--server", server), ("--state", state_path), ("--out", out)) if not v]
+    if missing:
+        raise UserError(f"nightly needs {', '.join(missing)} (as flags or in --config)")
+    trial = load_trial(setting(args, config, "trial", "trial", "path"))
+    apply_windows(trial, config.get("windows", {}))
+    as_of = args.as_of or date.today()
+    client = FhirClient(server, _transport(args, config))
+    workers = int(setting(args, config, "workers", "server", "workers", 4))
+    tag = setting(args, config, "tag", "server", "tag") or None
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        with State(state_path) as state:
+            try:
+                report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap))
+            except (FhirError, TransportError, OSError) as e:
+                state.record_failure(started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), as_of=as_of, error=str(e))
+                raise UserError(f"nightly run failed, nothing recorded as done (the next run redoes it): {e}") from None
+    except StateLocked as e:
+        print(f"fhir-matcher: {e}", file=sys.stderr)
+        return 75
+    except StateError as e:
+        raise UserError(str(e)) from None
+    if not args.quiet:
+        s = report.summary
+        print(summary_text(trial, report.results, s["errors"], [
+            f"Night {s['as_of']} ({s['mode']}{', ' + s['full_because'] if s['full_because'] else ''}): "
+            f"{s['re_evaluated']} re-evaluated, {s['new_candidates']} new candidate(s), {s['dropped']} dropped, {s['written']} ResearchSubject(s) written",
+            f"HTTP: {s['http']['requests']} requests, {s['http']['bytes'] / 1e6:.2f} MB read; {s['duration_s']:.1f} s",
+            f"Wrote report.html, report.csv, screening.ndjson, research-subjects.json, run.json to {out}",
+        ]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
-        return {"screen": cmd_screen, "load": cmd_load}[args.command](args)
-    except (UserError, TrialError, FhirError, TransportError) as e:
+        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly}[args.command](args)
+    except (UserError, TrialError, FhirError, TransportError, ConfigError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -42,6 +42,7 @@ class FhirClient:
         self.transport = transport or Transport()
         self._origin = urlsplit(self.base)
         self._warned_rewrite = False
+        self.server_date: str | None = None  # the Date header of the latest answer (server clock)
 
     # ------------------------------------------------------------ plumbing
 
@@ -66,6 +67,7 @@ class FhirClient:
         url = self._url(path)
         data = json.dumps(body).encode("utf-8") if body is not None else None
         resp = self.transport.request(method, url, data=data, headers=hdrs)
+        self.server_date = resp.headers.get("Date") or self.server_date
         where = f"{method} {url.split('?', 1)[0]}"
         try:
             payload = resp.json() if resp.content else {}

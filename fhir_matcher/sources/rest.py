@@ -22,7 +22,7 @@ from typing import Callable
 from ..engine.cohort import cohort_valuesets, in_cohort, needed_types
 from ..engine.kinds import MEDICATION_TYPES
 from ..fhirjson import Json, as_dict, as_list, as_str, normalize_reference, subject_reference
-from ..rest.client import FhirClient
+from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
 from ..trial import Trial
 from .record import PatientRecord, RecordBuilder
@@ -84,6 +84,74 @@ class RestSource:
                 if key.startswith("Patient/"):
                     concepts.setdefault(key.split("/", 1)[1], []).append(r["code"])
         return sorted(pid for pid, ccs in concepts.items() if in_cohort(self.trial, ccs, gates))
+
+    def changes_since(self, since: str) -> tuple[set[str], set[str]]:
+        """Patients whose data the criteria read changed after ``since`` (an instant), and those
+        of them whose changed Conditions open the diagnosis gate (they may enter the cohort).
+
+        Updates come from ``_lastUpdated`` searches returning only the patient reference;
+        deletions from type history (``_history?_since``), where the server keeps it.
+        """
+        gates = cohort_valuesets(self.trial)
+        changed: set[str] = set()
+        conditions: dict[str, list[Json]] = {}
+        types = sorted(needed_types(self.trial) | {"Patient"})
+        for rtype in types:
+            if not self._supports(rtype):
+                continue
+            element = {"Patient": "id", "Condition": "code,subject", "Consent": "patient"}.get(rtype, "subject")
+            search = self._tagged(Search(rtype).where(_lastUpdated=f"ge{since}").param("_elements", element).count(self.page_size))
+            for r in self.client.search(search):
+                pid = self._patient_id(r)
+                if pid:
+                    changed.add(pid)
+                    if rtype == "Condition" and isinstance(r.get("code"), dict):
+                        conditions.setdefault(pid, []).append(r["code"])
+        meds = [r["id"] for r in self.client.search(self._tagged(Search("Medication").where(_lastUpdated=f"ge{since}").elements("id").count(self.page_size)))
+                if as_str(r.get("id"))] if self._supports("Medication") else []
+        for rtype in sorted(needed_types(self.trial) & set(MEDICATION_TYPES)):
+            for chunk in Search(rtype).elements("subject").count(self.page_size).chunked("medication", [f"Medication/{m}" for m in meds], self.max_url, self.client.base):
+                changed.update(filter(None, (self._patient_id(r) for r in self.client.search(chunk))))
+        changed |= self._deleted_since(since, [t for t in types if t != "Patient" and self._supports(t)])
+        entering = {pid for pid, ccs in conditions.items() if in_cohort(self.trial, ccs, gates)} if gates else set(changed)
+        return changed, entering
+
+    def _deleted_since(self, since: str, types: list[str]) -> set[str]:
+        """Patients of resources deleted after ``since`` (their previous version names them)."""
+        out: set[str] = set()
+        for rtype in types:
+            try:
+                deleted = []
+                for page in self.client.pages(Search(f"{rtype}/_history").where(_since=since).count(self.page_size)):
+                    for entry in as_list(page.get("entry")):
+                        request = as_dict(as_dict(entry).get("request"))
+                        if request.get("method") == "DELETE" and not as_dict(entry).get("resource"):
+                            url = as_str(request.get("url")) or as_str(as_dict(entry).get("fullUrl")) or ""
+                            rid = url.split("/_history")[0].rstrip("/").rsplit("/", 1)[-1]
+                            if rid:
+                                deleted.append(rid)
+            except FhirError:
+                note = "the server does not offer type history: deleted records are only noticed by a full screen (--full)"
+                if note not in self.notes:
+                    self.notes.append(note)
+                return out
+            for rid in deleted:
+                for version in self.client.search(Search(f"{rtype}/{rid}/_history").count(10)):
+                    pid = self._patient_id(version)
+                    if pid:
+                        out.add(pid)
+                        break
+        return out
+
+    @staticmethod
+    def _patient_id(resource: Json) -> str | None:
+        if resource.get("resourceType") == "Patient":
+            return as_str(resource.get("id"))
+        ref = subject_reference(resource)
+        if not ref:
+            return None
+        ref = normalize_reference(ref)
+        return ref.split("/", 1)[1] if ref.startswith("Patient/") else None
 
     def _tagged(self, search: Search) -> Search:
         return search.where(_tag=self.tag) if self.tag else search

@@ -1,0 +1,98 @@
+"""Settings from a TOML file, overridden by command-line flags.
+
+    [server]
+    url = "https://fhir.hospital.example/r4"
+    timeout = 60          # seconds per request
+    retries = 4
+    workers = 4
+    ca_bundle = "/etc/fhir-matcher/hospital-ca.pem"
+    tag = ""              # optional: only resources with this meta.tag (system|code)
+
+    [auth]                # see the README's security section; secrets come from files or the environment
+    method = "bearer"
+    token_env = "FHIR_MATCHER_TOKEN"
+
+    [trial]
+    path = "/etc/fhir-matcher/trial.toml"   # default: the bundled CAR-T trial
+
+    [windows]             # override a criterion's window: days ("14d" or 14) or months ("3m")
+    inc-platelets = "14d"
+
+    [output]
+    dir = "/var/lib/fhir-matcher/out"
+    state = "/var/lib/fhir-matcher/state.sqlite"
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .trial import Trial, TrialError
+
+KNOWN = {
+    "server": {"url", "timeout", "retries", "workers", "ca_bundle", "tag"},
+    "auth": None,  # checked by the auth module
+    "trial": {"path"},
+    "windows": None,
+    "output": {"dir", "state"},
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable TOML config ({e})") from None
+    for section, value in data.items():
+        if section not in KNOWN:
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(KNOWN)})")
+        allowed = KNOWN[section]
+        if allowed is not None and isinstance(value, dict):
+            extra = set(value) - allowed
+            if extra:
+                raise ConfigError(f"{path}: [{section}] has unknown setting(s): {', '.join(sorted(extra))}")
+    data["_path"] = str(path)
+    return data
+
+
+def setting(args: Any, config: dict[str, Any], flag: str, section: str, key: str, default: Any = None) -> Any:
+    """The flag if given, else the config file's value, else the default."""
+    value = getattr(args, flag, None)
+    if value is not None:
+        return value
+    return config.get(section, {}).get(key, default)
+
+
+_WINDOW = re.compile(r"^\s*(\d+)\s*([dm]?)\s*$")
+
+
+def apply_windows(trial: Trial, windows: dict[str, Any]) -> None:
+    """Override criteria windows: ``{"inc-platelets": "14d", "exc-prior-cell-therapy": "6m"}``."""
+    by_id = {c.id: c for c in trial.criteria}
+    for cid, spec in windows.items():
+        criterion = by_id.get(cid)
+        if criterion is None:
+            raise TrialError(f"[windows] names an unknown criterion: {cid}")
+        targets = [c for c in [criterion, *criterion.rules] if "window_days" in c.params or "window_months" in c.params]
+        if not targets:
+            raise TrialError(f"[windows] {cid}: that criterion has no window")
+        m = _WINDOW.match(str(spec))
+        if not m:
+            raise TrialError(f"[windows] {cid}: {spec!r} is not a number of days (14d) or months (3m)")
+        n, unit = int(m.group(1)), m.group(2) or "d"
+        for c in targets:
+            c.params.pop("window_days", None)
+            c.params.pop("window_months", None)
+            c.params["window_days" if unit == "d" else "window_months"] = n
