@@ -23,15 +23,20 @@ DEMO = ROOT / "bundles" / "demo"
 START = date(2026, 11, 24)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from hapi import server as hapi
+TAG = "https://fhir-matcher.org/fhir/test-run|nightly"
+PREFIX = "nt-"
 
-    srv = hapi.start(hapi.free_port(), data_dir=str(tmp_path_factory.mktemp("hapi-nightly")))
-    assert main(["load", "--server", srv.base_url, str(DEMO), "-q"]) == 0
+
+@pytest.fixture(scope="module")
+def server(hapi):
+    """The session's HAPI server, with the demo loaded under this module's own tag and ids."""
+    from fhir_matcher.rest.client import FhirClient
+    from fhir_matcher.rest.loader import Loader
+
+    report = Loader(FhirClient(hapi.base_url), tag=TAG, id_prefix=PREFIX).load([DEMO])
+    assert not report.rejected
     time.sleep(1.1)  # changes are read with second precision (ge): keep the load out of night 1's second
-    yield srv
-    srv.stop()
+    return hapi
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def night(server, tmp_path_factory):
 
     def run(as_of, *extra, expect=0):
         out = base / f"out-{as_of}"
-        code = main(["nightly", "--server", server.base_url, "--state", str(base / "state.sqlite"), "--out", str(out), "--as-of", as_of.isoformat(), "--overlap", "0", "-q", *extra])
+        code = main(["nightly", "--server", server.base_url, "--state", str(base / "state.sqlite"), "--out", str(out), "--as-of", as_of.isoformat(), "--overlap", "0", "--tag", TAG, "-q", *extra])
         assert code == expect
         if expect:
             return None
@@ -54,11 +59,12 @@ def night(server, tmp_path_factory):
 
 def subjects(base):
     r = requests.get(f"{base}/ResearchSubject", params={"_count": 1000}, timeout=30).json()
-    return {e["resource"]["individual"]["reference"]: e["resource"] for e in r.get("entry", [])}
+    found = {e["resource"]["individual"]["reference"]: e["resource"] for e in r.get("entry", [])}
+    return {p: s for p, s in found.items() if p.startswith(f"Patient/{PREFIX}")}
 
 
 def full_screen(base, as_of):
-    s = screen_server(base, _trial(), as_of, Transport())
+    s = screen_server(base, _trial(), as_of, Transport(), tag=TAG)
     return {r.patient: r.to_json(s.trial, as_of) for r in s.results}
 
 
@@ -81,6 +87,11 @@ def assert_equals_full(server, rows, as_of):
         assert got["criteria"] == want["criteria"], patient
     for patient in set(rows) - set(full):  # left the cohort: shown as ineligible, never dropped silently
         assert rows[patient]["status"] == "ineligible"
+
+
+def tag():
+    system, code = TAG.split("|")
+    return {"system": system, "code": code}
 
 
 def put(base, resource):
@@ -111,7 +122,7 @@ def test_nights(server, night):
     # A candidate develops epilepsy: re-evaluated, the subject updated to ineligible, kept.
     candidate = next(p for p, st in shortlist.items() if st == "candidate")
     pid = candidate.split("/")[1]
-    put(base, {"resourceType": "Condition", "id": f"{pid}-new-epilepsy", "subject": {"reference": candidate},
+    put(base, {"resourceType": "Condition", "id": f"{pid}-new-epilepsy", "subject": {"reference": candidate}, "meta": {"tag": [tag()]},
                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "G40.9"}]}, "onsetDateTime": "2026-11-20"})
     summary, rows3 = night(START)
@@ -128,11 +139,11 @@ def test_nights(server, night):
     for week in range(1, 7):
         day = START + timedelta(days=7 * week)
         if week == 2:  # a deleted lab and a new one
-            obs = requests.get(f"{base}/Observation", params={"code": "http://loinc.org|777-3", "_count": 1}, timeout=30).json()["entry"][0]["resource"]
+            obs = requests.get(f"{base}/Observation", params={"code": "http://loinc.org|777-3", "_tag": TAG, "_count": 1}, timeout=30).json()["entry"][0]["resource"]
             assert requests.delete(f"{base}/Observation/{obs['id']}", timeout=30).status_code in (200, 204)
         if week == 4:
             target = next(p for p, r in rows.items() if r["status"] == "potential-candidate")
-            put(base, {"resourceType": "Observation", "id": f"{target.split('/')[1]}-late-plt", "status": "final",
+            put(base, {"resourceType": "Observation", "id": f"{target.split('/')[1]}-late-plt", "status": "final", "meta": {"tag": [tag()]},
                        "code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]}, "subject": {"reference": target},
                        "effectiveDateTime": day.isoformat(), "valueQuantity": {"value": 150, "system": "http://unitsofmeasure.org", "code": "10*9/L"}})
         summary, rows_n = night(day)
@@ -179,6 +190,7 @@ def test_config_file_and_flags(server, tmp_path):
 [server]
 url = "{server.base_url}"
 workers = 2
+tag = "{TAG}"
 [output]
 dir = "{tmp_path / 'out'}"
 state = "{tmp_path / 'state.sqlite'}"
