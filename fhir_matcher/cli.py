@@ -15,6 +15,9 @@ from .nightly.job import run_night
 from .nightly.state import State, StateError, StateLocked
 from .outputs.files import write_outputs, write_run_json
 from .outputs.terminal import Progress, summary_text
+from .engine.cohort import needed_types
+from .rest.auth import AuthError, default_scope
+from .rest.auth import from_config as auth_from_config
 from .rest.client import FhirClient, FhirError
 from .rest.loader import Loader
 from .rest.transport import Transport, TransportError
@@ -54,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
     s.add_argument("--trial", type=Path, default=None, help=f"trial definition TOML (default: {default_trial_path().name})")
+    s.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth], [trial], [windows]); flags override it")
     _server_options(s)
     _verbosity(s)
 
@@ -61,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--server", required=True, help="FHIR R4 base URL")
     ld.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (what screen reads)")
     ld.add_argument("--chunk", type=int, default=200, help="resources per transaction (default 200)")
+    ld.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth]); flags override it")
     _server_options(ld)
     _verbosity(ld)
 
@@ -91,24 +96,31 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
         logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
-def _transport(args: argparse.Namespace, config: dict | None = None) -> Transport:
-    config = config or {}
+def _transport(args: argparse.Namespace, config: dict, base_url: str, scope: str) -> Transport:
     workers = setting(args, config, "workers", "server", "workers", 4)
+    auth, cert = auth_from_config(config.get("auth", {}), base_url, scope)
     return Transport(
         timeout=float(setting(args, config, "timeout", "server", "timeout", 60.0)),
         retries=int(setting(args, config, "retries", "server", "retries", 4)),
         ca_bundle=setting(args, config, "ca_bundle", "server", "ca_bundle"),
         pool=max(4, int(workers) * 2),
+        auth=auth,
+        cert=cert,
     )
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
     as_of = args.as_of or date.today()
-    trial = load_trial(args.trial)
+    trial = load_trial(setting(args, config, "trial", "trial", "path"))
+    apply_windows(trial, config.get("windows", {}))
     quiet = args.quiet
     progress = (None if quiet else Progress("reading  "), None if quiet else Progress("screening"))
     if is_url(args.source):
-        result = screen_server(args.source, trial, as_of, _transport(args), args.workers or 4, progress, tag=args.tag)
+        transport = _transport(args, config, args.source, default_scope(needed_types(trial), write=False))
+        workers = int(setting(args, config, "workers", "server", "workers", 4))
+        tag = setting(args, config, "tag", "server", "tag") or None
+        result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag)
     else:
         try:
             result = screen_files(args.source, trial, as_of, progress)
@@ -132,9 +144,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    client = FhirClient(args.server, _transport(args))
+    config = load_config(args.config)
+    client = FhirClient(args.server, _transport(args, config, args.server, "system/*.cru"))
     client.capabilities()
-    report = Loader(client, chunk=args.chunk, tag=args.tag).load(args.paths)
+    report = Loader(client, chunk=args.chunk, tag=setting(args, config, "tag", "server", "tag")).load(args.paths)
     if not args.quiet:
         print(f"Loaded {report.loaded} resources in {report.transactions} transactions to {args.server}")
     for where, message in report.rejected:
@@ -156,7 +169,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     trial = load_trial(setting(args, config, "trial", "trial", "path"))
     apply_windows(trial, config.get("windows", {}))
     as_of = args.as_of or date.today()
-    client = FhirClient(server, _transport(args, config))
+    client = FhirClient(server, _transport(args, config, server, default_scope(needed_types(trial), write=True)))
     workers = int(setting(args, config, "workers", "server", "workers", 4))
     tag = setting(args, config, "tag", "server", "tag") or None
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -188,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
         return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly}[args.command](args)
-    except (UserError, TrialError, FhirError, TransportError, ConfigError) as e:
+    except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,8 +9,15 @@
     tag = ""              # optional: only resources with this meta.tag (system|code)
 
     [auth]                # see the README's security section; secrets come from files or the environment
-    method = "bearer"
-    token_env = "FHIR_MATCHER_TOKEN"
+    method = "smart-backend"          # none | bearer | basic | client-secret | smart-backend
+    client_id = "fhir-matcher"
+    private_key_file = "/etc/fhir-matcher/key.pem"
+    kid = "matcher-2026"
+    alg = "RS384"                     # or ES384
+    # token_url = "..."               # default: from .well-known/smart-configuration
+    # scope = "..."                   # default: read what the criteria read, write ResearchStudy/Subject
+    # client_cert = "/etc/fhir-matcher/client.pem"   # mutual TLS, with any method
+    # client_key = "/etc/fhir-matcher/client.key"
 
     [trial]
     path = "/etc/fhir-matcher/trial.toml"   # default: the bundled CAR-T trial
@@ -34,7 +41,9 @@ from .trial import Trial, TrialError
 
 KNOWN = {
     "server": {"url", "timeout", "retries", "workers", "ca_bundle", "tag"},
-    "auth": None,  # checked by the auth module
+    "auth": {"method", "client_id", "private_key_file", "kid", "alg", "token_url", "scope", "client_cert", "client_key",
+             "username", "token_env", "token_file", "password_env", "password_file", "client_secret_env", "client_secret_file",
+             "token", "password", "client_secret"},  # the last three are refused with a clear message
     "trial": {"path"},
     "windows": None,
     "output": {"dir", "state"},

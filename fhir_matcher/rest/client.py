@@ -66,13 +66,19 @@ class FhirClient:
         hdrs.update(headers or {})
         url = self._url(path)
         data = json.dumps(body).encode("utf-8") if body is not None else None
-        resp = self.transport.request(method, url, data=data, headers=hdrs)
-        self.server_date = resp.headers.get("Date") or self.server_date
         where = f"{method} {url.split('?', 1)[0]}"
-        try:
-            payload = resp.json() if resp.content else {}
-        except ValueError:
-            payload = None
+        for attempt in range(self.transport.retries + 1):
+            resp = self.transport.request(method, url, data=data, headers=hdrs)
+            self.server_date = resp.headers.get("Date") or self.server_date
+            try:
+                payload = resp.json() if resp.content else {}
+                break
+            except ValueError:
+                payload = None
+                # A truncated page: reading is safe to repeat, writing is not.
+                if method != "GET" or resp.status_code >= 400 or "json" not in resp.headers.get("Content-Type", ""):
+                    break
+                log.warning("%s: the answer was cut short; reading it again", where)
         if resp.status_code >= 400:
             text = outcome_text(payload) if isinstance(payload, dict) else ""
             if resp.status_code in (401, 403):

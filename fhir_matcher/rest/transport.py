@@ -68,6 +68,7 @@ class Transport:
         max_backoff: float = 30.0,
         ca_bundle: str | None = None,
         auth: requests.auth.AuthBase | None = None,
+        cert: tuple[str, str] | None = None,
         pool: int = 8,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
@@ -76,9 +77,15 @@ class Transport:
         adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.session.verify = ca_bundle if ca_bundle else True
+        # Passed on every request too: requests lets REQUESTS_CA_BUNDLE override session.verify.
+        self.verify: str | bool = ca_bundle if ca_bundle else True
+        self.session.verify = self.verify
+        if cert:
+            self.session.cert = cert  # mutual TLS
         self.session.headers["User-Agent"] = "fhir-matcher"
         self.auth = auth
+        if hasattr(auth, "bind"):
+            auth.bind(self.session)  # token requests share TLS settings and the pool
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -88,14 +95,16 @@ class Transport:
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("verify", self.verify)
         if self.auth is not None:
             kwargs.setdefault("auth", self.auth)
         attempt = 0
+        renewed = False
         while True:
             retry = attempt > 0
             try:
                 resp = self.session.request(method, url, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as e:
                 self.cost.add(0, retry)
                 if attempt >= self.retries:
                     raise TransportError(f"{method} {_path(url)}: {_short(e)} (after {attempt + 1} attempts)") from None
@@ -103,6 +112,10 @@ class Transport:
                 log.warning("%s %s: %s; retrying in %.1fs", method, _path(url), type(e).__name__, delay)
             else:
                 self.cost.add(len(resp.content or b""), retry)
+                if resp.status_code == 401 and not renewed and hasattr(self.auth, "invalidate"):
+                    self.auth.invalidate()  # an expired or revoked token: fetch a new one, once
+                    renewed = True
+                    continue
                 if resp.status_code not in RETRY_STATUSES or attempt >= self.retries:
                     return resp
                 delay = self._delay(attempt, _retry_after(resp))
