@@ -27,6 +27,10 @@ from .trial import TrialError, default_trial_path, load_trial
 log = logging.getLogger("fhir_matcher")
 
 
+EXIT_DATA_PROBLEMS = 3  # the run finished, but some input was malformed or skipped (see run.json)
+EXIT_LOCKED = 75  # another nightly run holds the state
+
+
 class UserError(Exception):
     """A problem the user can fix; printed as one line, no traceback."""
 
@@ -140,7 +144,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             extra.append(f"HTTP: {c.requests} requests ({c.retries} retries), {c.bytes / 1e6:.2f} MB read")
         extra.append(f"Wrote {', '.join(p.name for p in paths.values())}, run.json to {args.out}")
         print(summary_text(trial, result.results, len(result.problems), extra))
-    return 0
+    return EXIT_DATA_PROBLEMS if result.problems else 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -182,7 +186,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                 raise UserError(f"nightly run failed, nothing recorded as done (the next run redoes it): {e}") from None
     except StateLocked as e:
         print(f"fhir-matcher: {e}", file=sys.stderr)
-        return 75
+        return EXIT_LOCKED
     except StateError as e:
         raise UserError(str(e)) from None
     if not args.quiet:
@@ -193,7 +197,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             f"HTTP: {s['http']['requests']} requests, {s['http']['bytes'] / 1e6:.2f} MB read; {s['duration_s']:.1f} s",
             f"Wrote report.html, report.csv, screening.ndjson, research-subjects.json, run.json to {out}",
         ]))
-    return 0
+    return EXIT_DATA_PROBLEMS if report.summary["errors"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -167,16 +167,21 @@ def _quantity(ctx: Context, valuesets: list[str], window: Window, spec: Quantity
     result with no or an unknown unit makes the answer unknown (never a guess).
     """
     results, newest = _latest(ctx, valuesets, window)
+    passed_over: tuple[Measurement, UnitError] | None = None
     for m in results:
         if m.number is None:
-            return m, None, None, f"latest {label} ({m.day}) is not a number"
+            return m, None, None, f"latest {label} ({m.day}): {m.malformed or 'the result is not a number'}"
         try:
             value = ctx.units.convert(m.number, m.unit_code, m.unit_text, spec)
         except UnitError as e:
             if e.kind == "incompatible":
+                passed_over = passed_over or (m, e)
                 continue
             return m, None, None, f"latest {label} ({m.day}): {e}"
         return m, round(value, spec.decimals), m.comparator, ""
+    if passed_over:
+        m, e = passed_over
+        return m, None, None, f"no usable {label} result in {window.describe()}: the one of {m.day} has {e}"
     if newest is not None:
         return None, None, None, f"no {label} result in {window.describe()} (latest {newest.day})"
     return None, None, None, f"no {label} result in {window.describe()}"

@@ -87,10 +87,11 @@ class Measurement:
     boolean: bool | None = None
     interpretation: list[Json] = field(default_factory=list)
     ref_high: tuple[float, str | None, str | None] | None = None  # referenceRange.high
+    malformed: str | None = None  # a value that is there but unusable: the criterion says so
 
     @property
     def has_value(self) -> bool:
-        return self.number is not None or self.concept is not None or self.text is not None or self.boolean is not None
+        return any(v is not None for v in (self.number, self.concept, self.text, self.boolean, self.malformed))
 
 
 def _value_fields(src: Json) -> dict[str, Any]:
@@ -98,6 +99,8 @@ def _value_fields(src: Json) -> dict[str, Any]:
     q = src.get("valueQuantity")
     if isinstance(q, dict):
         out["number"] = as_number(q.get("value"))
+        if out["number"] is None and "value" in q:
+            out["malformed"] = "value is not a number"
         comp = as_str(q.get("comparator"))
         out["comparator"] = comp
         out["unit_code"] = as_str(q.get("code"))
@@ -127,7 +130,7 @@ def _value_fields(src: Json) -> dict[str, Any]:
 def measurements(record: PatientRecord) -> list[Measurement]:
     out: list[Measurement] = []
     for r in record.of_type("Observation"):
-        if r.get("status") not in OBSERVATION_STATUSES:
+        if as_str(r.get("status")) not in OBSERVATION_STATUSES:
             continue
         written = (
             as_str(r.get("effectiveDateTime"))

@@ -48,6 +48,6 @@ def summary_text(trial: Trial, results: Sequence[PatientResult], problems: int, 
         for cid, n in reasons:
             lines.append(f"  {n:>6}  {cid}: {titles[cid]}")
     if problems:
-        lines.append(f"{problems} input problem(s): skipped inputs are listed in report.html and run.json")
+        lines.append(f"{problems} input problem(s): listed in report.html and run.json (exit code 3)")
     lines.extend(extra)
     return "\n".join(lines)

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..fhirjson import Json, as_str, normalize_reference, ref_of, subject_reference
+from .checks import check_resource
 
 log = logging.getLogger("fhir_matcher")
+_SALT = secrets.token_bytes(16)  # per run: a patient in a log line cannot be looked up
+
+
+def patient_hash(ref: str) -> str:
+    """How a patient appears in logs, if at all: a salted hash, never the id."""
+    return "Patient#" + hashlib.sha256(_SALT + ref.encode()).hexdigest()[:10]
 
 
 @dataclass
 class Problem:
-    """A piece of input that was skipped, with where it came from and why (no clinical values)."""
+    """A piece of input that was skipped or is malformed: where, which resource, why.
+
+    The full text goes to run.json and the report (owner-only files); the log line at the
+    default level carries the location and resource type only, never an id or a value.
+    """
 
     where: str
     reason: str
+    resource: str | None = None  # "Observation/123"
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
+        return f"{self.where} ({self.resource}): {self.reason}" if self.resource else f"{self.where}: {self.reason}"
+
+    def log_text(self) -> str:
+        rtype = f" ({self.resource.split('/', 1)[0]})" if self.resource else ""
+        return f"{self.where}{rtype}: {self.reason}"
 
 
 @dataclass
@@ -61,9 +80,11 @@ class RecordBuilder:
         self.problems: list[Problem] = []
         self._anon = 0
 
-    def problem(self, where: str, reason: str) -> None:
-        self.problems.append(Problem(where, reason))
-        log.warning("skipped %s: %s", where, reason)
+    def problem(self, where: str, reason: str, resource: str | None = None) -> None:
+        p = Problem(where, reason, resource)
+        self.problems.append(p)
+        log.warning("%s", p.log_text())
+        log.debug("%s", p)
 
     def add_patient(self, resource: Json, where: str, full_url: str | None = None) -> None:
         pid = as_str(resource.get("id"))
@@ -75,6 +96,10 @@ class RecordBuilder:
         key = f"Patient/{pid}"
         if full_url:
             self.aliases[full_url] = key
+        for reason in check_resource(resource):
+            self.problem(where, reason, key)
+        if key in self.patients and self.patients[key] != resource:
+            self.problem(where, "the same Patient id appears again with other content; the newest is used", key)
         if key in self.patients and _newer(self.patients[key], resource):
             return
         self.patients[key] = resource
@@ -93,8 +118,10 @@ class RecordBuilder:
             return
         subject = subject_reference(resource)
         if not subject:
-            self.problem(f"{where} ({ref_of(resource)})", f"{rtype} has no subject or patient reference")
+            self.problem(where, f"{rtype} has no subject or patient reference (skipped)", ref_of(resource))
             return
+        for reason in check_resource(resource):
+            self.problem(where, reason, ref_of(resource))
         if subject.startswith("urn:") and local and subject in local:
             subject = local[subject]
         elif not subject.startswith("urn:"):
@@ -108,6 +135,8 @@ class RecordBuilder:
             self._anon += 1
             key = f"{rtype}/#{self._anon}"
         old = self.pending.get(key)
+        if old is not None and old != resource:
+            self.problem(where, "the same id appears again with other content; the newest (meta.lastUpdated, else the last read) is used", key)
         if old is not None and _newer(old, resource):
             return
         self.pending[key] = resource
@@ -124,7 +153,7 @@ class RecordBuilder:
                 continue
             grouped.setdefault(subject, {}).setdefault(resource["resourceType"], []).append(resource)
         for subject, count in sorted(orphans.items()):
-            self.problem(f"{count} resource(s) referencing {_mask(subject)}", "that patient is not in the source")
+            self.problem(f"{count} resource(s)", "they reference a patient who is not in the source (skipped)", patient_hash(subject))
         for key in sorted(self.patients):
             yield PatientRecord(key, self.patients[key], grouped.get(key, {}), self.medications)
 
@@ -135,8 +164,4 @@ def _newer(old: Json, new: Json) -> bool:
     b = as_str((new.get("meta") or {}).get("lastUpdated")) if isinstance(new.get("meta"), dict) else None
     return bool(a and b and a > b)
 
-
-def _mask(ref: str) -> str:
-    """A reference safe for logs: the resource type only, never the patient id."""
-    return ref.split("/", 1)[0] + "/…" if "/" in ref else "urn:…"
 

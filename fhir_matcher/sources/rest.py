@@ -181,7 +181,7 @@ class RestSource:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             for resources in pool.map(lambda s: list(self.client.search(s)), tasks):
                 for r in resources:
-                    self.builder.add(r, f"{self.client.base}/{r.get('resourceType')}/{r.get('id')}")
+                    self.builder.add(r, self.client.base)
                 done += 1
                 if progress:
                     progress(done, len(tasks))
