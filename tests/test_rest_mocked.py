@@ -178,3 +178,24 @@ def test_rest_source_cohort_then_batched_fetch(trial):
     assert any("_include=MedicationStatement:medication" in u for u in seen)
     assert any("MedicationAdministration" in n for n in src.notes)
     assert [r.key for r in src.builder.records()] == ["Patient/a", "Patient/b"]
+
+
+@responses.activate
+def test_truncated_page_is_read_again():
+    responses.get(f"{BASE}/Patient", body=requests.exceptions.ChunkedEncodingError("connection broken: IncompleteRead"))
+    responses.get(f"{BASE}/Patient", body='{"resourceType": "Bundle", "entry": [{"resou', content_type="application/fhir+json")
+    responses.get(f"{BASE}/Patient", json=bundle([patient("a")]))
+    c, sleeps = client()
+    assert [r["id"] for r in c.search(Search("Patient"))] == ["a"]
+
+
+@responses.activate
+def test_write_back_refusal_names_the_servers_reason(trial):
+    from fhir_matcher.engine.evaluate import PatientResult
+    from fhir_matcher.outputs.writeback import WriteBack
+
+    responses.post(BASE, status=422, json={"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "processing", "diagnostics": "ResearchSubject.individual: Patient/x does not exist"}]})
+    wb = WriteBack(FhirClient(BASE, Transport(sleep=lambda s: None)), trial)
+    with pytest.raises(FhirError, match="HTTP 422: ResearchSubject.individual: Patient/x does not exist"):
+        wb.write("ResearchStudy/1", [(PatientResult("Patient/x", "candidate", {}), "candidate", "manual checks remain")])
