@@ -197,5 +197,6 @@ def test_write_back_refusal_names_the_servers_reason(trial):
     responses.post(BASE, status=422, json={"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "processing", "diagnostics": "ResearchSubject.individual: Patient/x does not exist"}]})
     wb = WriteBack(FhirClient(BASE, Transport(sleep=lambda s: None)), trial)
-    with pytest.raises(FhirError, match="HTTP 422: ResearchSubject.individual: Patient/x does not exist"):
+    with pytest.raises(FhirError) as e:
         wb.write("ResearchStudy/1", [(PatientResult("Patient/x", "candidate", {}), "candidate", "manual checks remain")])
+    assert "HTTP 422: ResearchSubject.individual: Patient/x does not exist" in str(e.value)
