@@ -47,7 +47,9 @@ class FhirClient:
     # ------------------------------------------------------------ plumbing
 
     def _url(self, path: str) -> str:
-        return path if path.startswith(("http://", "https://")) else f"{self.base}/{path.lstrip('/')}"
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base}/{path.lstrip('/')}" if path else self.base
 
     def _same_origin(self, url: str) -> str:
         """Page links that name another host (an internal name behind a proxy) go to our base."""
