@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, synth
 from .config import ConfigError, apply_windows, load_config, setting
 from .nightly.job import run_night
 from .nightly.state import State, StateError, StateLocked
@@ -21,7 +21,7 @@ from .rest.auth import from_config as auth_from_config
 from .rest.client import FhirClient, FhirError
 from .rest.loader import Loader
 from .rest.transport import Transport, TransportError
-from .screen import is_url, screen_files, screen_server
+from .screen import is_url, screen_bulk, screen_files, screen_server
 from .trial import TrialError, default_trial_path, load_trial
 
 log = logging.getLogger("fhir_matcher")
@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
     s.add_argument("--trial", type=Path, default=None, help=f"trial definition TOML (default: {default_trial_path().name})")
     s.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth], [trial], [windows]); flags override it")
+    s.add_argument("--bulk", action="store_true", help="server: read a Bulk Data $export instead of searching")
+    s.add_argument("--bulk-group", default=None, metavar="ID", help="server: export Group/ID only (implies --bulk)")
+    s.add_argument("--bulk-poll-max", type=float, default=60.0, metavar="SECONDS",
+                   help="longest wait between export status polls, whatever Retry-After says (default 60)")
+    s.add_argument("--all-patients", action="store_true",
+                   help="files: evaluate and list every patient, not only those with a target diagnosis")
     _server_options(s)
     _verbosity(s)
 
@@ -69,9 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--server", required=True, help="FHIR R4 base URL")
     ld.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (what screen reads)")
     ld.add_argument("--chunk", type=int, default=200, help="resources per transaction (default 200)")
+    ld.add_argument("--id-prefix", default="", help="prefix every id and reference (test data on a shared server)")
     ld.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth]); flags override it")
     _server_options(ld)
     _verbosity(ld)
+
+    synth.add_parser(sub)
 
     n = sub.add_parser("nightly", help="incremental nightly screen of a server, with write-back and reports")
     n.add_argument("--server", default=None, help="FHIR R4 base URL (or [server] url in --config)")
@@ -124,10 +133,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
         transport = _transport(args, config, args.source, default_scope(needed_types(trial), write=False))
         workers = int(setting(args, config, "workers", "server", "workers", 4))
         tag = setting(args, config, "tag", "server", "tag") or None
-        result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag)
+        if args.bulk or args.bulk_group:
+            result = screen_bulk(args.source, trial, as_of, transport, progress, tag=tag, group=args.bulk_group, poll_max=args.bulk_poll_max)
+        else:
+            result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag)
     else:
         try:
-            result = screen_files(args.source, trial, as_of, progress)
+            result = screen_files(args.source, trial, as_of, progress, all_patients=args.all_patients)
         except FileNotFoundError as e:
             raise UserError(str(e)) from None
     try:
@@ -138,7 +150,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not quiet:
         extra = []
         if result.outside:
-            extra.append(f"{result.outside} patients on the server have no target diagnosis (not fetched)")
+            extra.append(f"{result.outside} patients have no target diagnosis: counted, not evaluated (--all-patients lists them)")
         if is_url(args.source):
             c = result.cost
             extra.append(f"HTTP: {c.requests} requests ({c.retries} retries), {c.bytes / 1e6:.2f} MB read")
@@ -151,7 +163,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     client = FhirClient(args.server, _transport(args, config, args.server, "system/*.cru"))
     client.capabilities()
-    report = Loader(client, chunk=args.chunk, tag=setting(args, config, "tag", "server", "tag")).load(args.paths)
+    report = Loader(client, chunk=args.chunk, tag=setting(args, config, "tag", "server", "tag"), id_prefix=args.id_prefix).load(args.paths)
     if not args.quiet:
         print(f"Loaded {report.loaded} resources in {report.transactions} transactions to {args.server}")
     for where, message in report.rejected:
@@ -204,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
-        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly}[args.command](args)
-    except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError) as e:
+        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run}[args.command](args)
+    except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

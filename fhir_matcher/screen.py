@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
+from .engine.cohort import cohort_valuesets, in_cohort
 from .engine.evaluate import STATUSES, PatientResult, evaluate
 from .rest.client import FhirClient
 from .rest.transport import Cost, Transport
+from .sources.bulk import BulkExport, export_types, type_filters
 from .sources.files import FileSource
 from .sources.rest import RestSource
 from .trial import Trial
 
 ProgressFn = Callable[[int, int], None]
+log = logging.getLogger("fhir_matcher")
 
 
 def is_url(source: str) -> bool:
@@ -51,14 +56,28 @@ class Screening:
         }
 
 
-def screen_files(path: str | Path, trial: Trial, as_of: date, progress: tuple[ProgressFn | None, ProgressFn | None] = (None, None)) -> Screening:
+def screen_files(
+    path: str | Path,
+    trial: Trial,
+    as_of: date,
+    progress: tuple[ProgressFn | None, ProgressFn | None] = (None, None),
+    all_patients: bool = False,
+) -> Screening:
+    """Screen files. By default only the cohort (patients a diagnosis gate lets through) is
+    read and evaluated, as on a server; ``all_patients`` evaluates everyone."""
     started = time.monotonic()
     source = FileSource(path)
-    source.read(progress[0])
-    records = list(source.builder.records())
+    gates = cohort_valuesets(trial)
+    if all_patients or not gates:
+        source.read(progress[0])
+        records = list(source.builder.records())
+    else:
+        cohort = source.read_cohort(lambda codes: in_cohort(trial, codes, gates), progress[0])
+        records = list(source.builder.records(only=cohort))
     results = _evaluate_all(records, trial, as_of, progress[1])
     problems = [str(p) for p in source.builder.problems]
-    return Screening(str(path), trial, as_of, results, problems, duration_s=time.monotonic() - started)
+    outside = max(0, source.population - len(results))
+    return Screening(str(path), trial, as_of, results, problems, outside, duration_s=time.monotonic() - started)
 
 
 def screen_server(
@@ -79,6 +98,33 @@ def screen_server(
     problems = [str(p) for p in source.builder.problems] + source.notes
     outside = max(0, total - len(results)) if total is not None else 0
     return Screening(url, trial, as_of, results, problems, outside, client.transport.cost, time.monotonic() - started)
+
+
+def screen_bulk(
+    url: str,
+    trial: Trial,
+    as_of: date,
+    transport: Transport | None = None,
+    progress: tuple[ProgressFn | None, ProgressFn | None] = (None, None),
+    tag: str | None = None,
+    group: str | None = None,
+    poll_max: float = 60.0,
+) -> Screening:
+    """``$export`` from the server, then screen the export (cohort first)."""
+    started = time.monotonic()
+    client = FhirClient(url, transport or Transport())
+    client.capabilities()
+    types = export_types(trial, group is not None)
+    export = BulkExport(client, types=types, filters=type_filters(trial, as_of, tag, types), group=group, poll_max=poll_max)
+    with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:  # 0700: patient data
+        job = export.run(Path(folder))
+        result = screen_files(folder, trial, as_of, progress)
+    result.source = url
+    result.cost = client.transport.cost
+    result.problems = [p.replace(folder, "$export") for p in result.problems]
+    result.duration_s = time.monotonic() - started
+    log.info("bulk export: %d files after %d polls", len(job.files), job.polls)
+    return result
 
 
 def _evaluate_all(records: list, trial: Trial, as_of: date, progress: ProgressFn | None) -> list[PatientResult]:

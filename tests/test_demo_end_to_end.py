@@ -15,7 +15,7 @@ EXPECTED = json.loads((ROOT / "tests" / "data" / "demo-expected.json").read_text
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    code = main(["screen", "--source", str(ROOT / "bundles" / "demo"), "--as-of", EXPECTED["as_of"], "--out", str(out), "-q"])
+    code = main(["screen", "--source", str(ROOT / "bundles" / "demo"), "--as-of", EXPECTED["as_of"], "--out", str(out), "-q", "--all-patients"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "screening.ndjson").read_text(encoding="utf-8").splitlines()]
     return out, {r["patient"]: r for r in rows}
@@ -82,3 +82,21 @@ def test_outputs_are_private(demo_run):
     out, _ = demo_run
     for f in out.iterdir():
         assert f.stat().st_mode & 0o077 == 0, f
+
+
+def test_default_screen_is_the_cohort(tmp_path):
+    """Without --all-patients only patients with a target-diagnosis Condition are evaluated;
+    the others are counted (and ruled out by inc-diagnosis in the funnel), exactly as on a server."""
+    out = tmp_path / "cohort"
+    assert main(["screen", "--source", str(ROOT / "bundles" / "demo"), "--as-of", EXPECTED["as_of"], "--out", str(out), "-q"]) == 0
+    rows = {r["patient"]: r for r in map(json.loads, (out / "screening.ndjson").read_text(encoding="utf-8").splitlines())}
+    diagnosed = {p for p, v in EXPECTED["patients"].items() if v["criteria"]["inc-diagnosis"] == "met"}
+    assert diagnosed <= set(rows)
+    for p, row in rows.items():
+        assert {k: v["result"] for k, v in row["criteria"].items()} == EXPECTED["patients"][p]["criteria"], p
+    for p in set(EXPECTED["patients"]) - set(rows):
+        assert EXPECTED["patients"][p]["criteria"]["inc-diagnosis"] == "not-met", p
+    run = json.loads((out / "run.json").read_text())
+    assert run["screened"] == len(EXPECTED["patients"]) and run["outside_cohort"] == len(EXPECTED["patients"]) - len(rows)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert f"{len(EXPECTED['patients'])} patients screened" in html

@@ -59,7 +59,7 @@ def test_bad_inputs_are_named_and_the_rest_screened(tmp_path, capsys):
     (tmp_path / "latin1.json").write_bytes('{"text": "caf\xe9"}'.encode("latin-1"))
     (tmp_path / "notes.txt").write_text("ignored: not .json/.ndjson", encoding="utf-8")
     out = tmp_path / "out"
-    assert main(["screen", "--source", str(tmp_path), "--as-of", "2026-11-24", "--out", str(out)]) == 3  # done, with input problems
+    assert main(["screen", "--source", str(tmp_path), "--as-of", "2026-11-24", "--out", str(out), "--all-patients"]) == 3  # done, with input problems
     err = capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
     problems = "\n".join(run["problems"])

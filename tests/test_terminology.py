@@ -97,7 +97,7 @@ def test_uncoded_sets_ignore_text_when_standard_code_present(lib):
 
 
 def test_always_sets_read_rxnorm_clinical_drug_names(lib):
-    found = lib.match(cc(("http://www.nlm.nih.gov/research/umls/rxnorm", "312617", "predniSONE 10 MG Oral Tablet")))
+    found = lib.match(cc(("http://www.nlm.nih.gov/research/umls/rxnorm", "198145", "predniSONE 10 MG Oral Tablet")))
     assert [(m.concept.display, m.by) for m in found] == [("prednisone", "text")]
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import requests
@@ -44,7 +46,7 @@ class Cost:
         return {"requests": self.requests, "bytes": self.bytes, "retries": self.retries}
 
 
-def _retry_after(resp: requests.Response) -> float | None:
+def retry_after(resp: requests.Response) -> float | None:
     value = resp.headers.get("Retry-After")
     if not value:
         return None
@@ -118,10 +120,38 @@ class Transport:
                     continue
                 if resp.status_code not in RETRY_STATUSES or attempt >= self.retries:
                     return resp
-                delay = self._delay(attempt, _retry_after(resp))
+                delay = self._delay(attempt, retry_after(resp))
                 log.warning("%s %s: HTTP %s; retrying in %.1fs", method, _path(url), resp.status_code, delay)
             self.sleep(delay)
             attempt += 1
+
+    def download(self, url: str, dest: Path, *, headers: dict[str, str], with_auth: bool) -> int:
+        """Stream ``url`` into ``dest`` (created owner-only), with the same retries; returns bytes."""
+        auth = self.auth if with_auth else None
+        for attempt in range(self.retries + 1):
+            written = 0
+            try:
+                with self.session.get(url, headers=headers, auth=auth, stream=True, timeout=self.timeout, verify=self.verify) as resp:
+                    if resp.status_code in RETRY_STATUSES and attempt < self.retries:
+                        self.cost.add(0, attempt > 0)
+                        self.sleep(self._delay(attempt, retry_after(resp)))
+                        continue
+                    if resp.status_code != 200:
+                        self.cost.add(0, attempt > 0)
+                        raise TransportError(f"GET {_path(url)}: HTTP {resp.status_code}")
+                    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as fh:
+                        for chunk in resp.iter_content(chunk_size=1 << 20):
+                            fh.write(chunk)
+                            written += len(chunk)
+                self.cost.add(written, attempt > 0)
+                return written
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+                self.cost.add(written, attempt > 0)
+                if attempt >= self.retries:
+                    raise TransportError(f"GET {_path(url)}: {_short(e)} (after {attempt + 1} attempts)") from None
+                self.sleep(self._delay(attempt, None))
+        raise TransportError(f"GET {_path(url)}: gave up")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -1,15 +1,30 @@
-"""File source: FHIR R4 JSON Bundles (any type), single resources and Bulk Data NDJSON."""
+"""File source: FHIR R4 JSON Bundles (any type), single resources and Bulk Data NDJSON.
+
+Two ways to read:
+- ``read()`` reads everything (small inputs, ``--all-patients``);
+- ``read_cohort()`` streams Bulk NDJSON in two passes: first the Conditions, to find the
+  patients who can be eligible (the trial's diagnosis gate), then every other line, where a
+  regular expression finds the patient a line refers to and only cohort patients' lines are
+  parsed. Memory grows with the cohort, not the export; lines of patients outside the
+  cohort are skipped unread (a malformed one among them is not reported).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from ..fhirjson import as_dict, as_str, iter_entries
+import orjson
+
+from ..fhirjson import as_dict, as_str, iter_entries, normalize_reference, subject_reference
 from .record import PatientRecord, RecordBuilder
 
 SUFFIXES = (".json", ".ndjson")
+BOM = b"\xef\xbb\xbf"
+_TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
+_PATIENT_REF = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?Patient/([^"/]+)"')
 
 
 def input_files(path: Path) -> list[Path]:
@@ -19,8 +34,10 @@ def input_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES) and not p.name.startswith("."))
 
 
-def _describe_json_error(e: json.JSONDecodeError) -> str:
-    return f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+def _json_error(e: json.JSONDecodeError, with_position: bool) -> str:
+    if "UTF-8" in e.msg:
+        return "not UTF-8 text"
+    return f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})" if with_position else f"invalid JSON ({e.msg})"
 
 
 def parse_file(file: Path, problem: Callable[[str, str], None]) -> Iterator[tuple[str, Any]]:
@@ -29,28 +46,40 @@ def parse_file(file: Path, problem: Callable[[str, str], None]) -> Iterator[tupl
     Unreadable files and lines are reported through ``problem`` and skipped.
     """
     try:
-        with file.open("r", encoding="utf-8-sig") as fh:
-            if file.name.endswith(".ndjson"):
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        data = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        problem(f"{file}:{lineno}", f"invalid JSON ({e.msg})")
-                        continue
-                    yield f"{file}:{lineno}", data
-            else:
+        if file.name.endswith(".ndjson"):
+            for lineno, line in _lines(file):
                 try:
-                    data = json.load(fh)
-                except json.JSONDecodeError as e:
-                    problem(str(file), _describe_json_error(e))
-                    return
-                yield str(file), data
-    except UnicodeDecodeError:
-        problem(str(file), "not UTF-8 text")
+                    data = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    problem(f"{file}:{lineno}", _json_error(e, False))
+                    continue
+                yield f"{file}:{lineno}", data
+        else:
+            raw = file.read_bytes()
+            try:
+                data = orjson.loads(raw[3:] if raw.startswith(BOM) else raw)
+            except orjson.JSONDecodeError as e:
+                problem(str(file), _json_error(e, True))
+                return
+            yield str(file), data
     except OSError as e:
         problem(str(file), f"cannot be read ({e.strerror or e})")
+
+
+def _lines(file: Path) -> Iterator[tuple[int, bytes]]:
+    with file.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if lineno == 1 and line.startswith(BOM):
+                line = line[3:]
+            if line.strip():
+                yield lineno, line
+
+
+def _first_type(file: Path) -> bytes | None:
+    for _, line in _lines(file):
+        m = _TYPE.search(line)
+        return m.group(1) if m else None
+    return None
 
 
 class FileSource:
@@ -60,14 +89,72 @@ class FileSource:
         self.path = Path(path)
         self.builder = builder or RecordBuilder()
 
-    def read(self, progress: Callable[[int, int], None] | None = None) -> None:
+        self.population = 0  # patients seen in the input, cohort or not
+
+    def _files(self) -> list[Path]:
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such file or directory")
-        files = input_files(self.path)
+        return input_files(self.path)
+
+    def read(self, progress: Callable[[int, int], None] | None = None) -> None:
+        files = self._files()
         for n, file in enumerate(files, 1):
             self.read_file(file)
             if progress:
                 progress(n, len(files))
+        self.population = len(self.builder.patients)
+
+    def read_cohort(self, gate: Callable[[Iterable[Any]], bool], progress: Callable[[int, int], None] | None = None) -> set[str]:
+        """Read only the patients whose Condition codes pass ``gate``; returns their keys."""
+        files = self._files()
+        bundles = [f for f in files if not f.name.endswith(".ndjson")]
+        ndjson = [f for f in files if f.name.endswith(".ndjson")]
+        steps, done = len(files) + len(ndjson), 0
+        for file in bundles:  # Bundles are read whole; they are small next to exports
+            self.read_file(file)
+            done += 1
+            if progress:
+                progress(done, steps)
+        codes: dict[str, list[Any]] = {}
+        seen: set[Path] = set()  # files whose bad lines pass 1 already reported
+        for file in ndjson:  # pass 1: the Conditions
+            if _first_type(file) == b"Condition" or not re.match(r"^[A-Z][A-Za-z]+([._-]|$)", file.name):
+                seen.add(file)
+                for where, data in parse_file(file, self.builder.problem):
+                    if isinstance(data, dict) and data.get("resourceType") == "Condition":
+                        ref = subject_reference(data)
+                        if ref and isinstance(data.get("code"), dict):
+                            codes.setdefault(normalize_reference(ref), []).append(data["code"])
+            done += 1
+            if progress:
+                progress(done, steps)
+        for key, rs in self.builder.conditions_by_patient().items():
+            codes.setdefault(key, []).extend(rs)
+        cohort = {key for key, ccs in codes.items() if gate(ccs)}
+        wanted = {key.split("/", 1)[1].encode() for key in cohort}
+        patients = set(self.builder.patients)
+        for file in ndjson:  # pass 2: cohort patients' lines only
+            for lineno, line in _lines(file):
+                refs = _PATIENT_REF.findall(line)
+                if refs and not any(r in wanted for r in refs):
+                    continue  # another patient's line: skipped unread
+                where = f"{file}:{lineno}"
+                try:
+                    data = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    if file not in seen:
+                        self.builder.problem(where, _json_error(e, False))
+                    continue
+                if isinstance(data, dict) and data.get("resourceType") == "Patient":
+                    patients.add(f"Patient/{data.get('id')}")
+                    if f"Patient/{data.get('id')}" not in cohort:
+                        continue
+                self.add(data, where)
+            done += 1
+            if progress:
+                progress(done, steps)
+        self.population = len(patients)
+        return cohort
 
     def read_file(self, file: Path) -> None:
         for where, data in parse_file(file, self.builder.problem):

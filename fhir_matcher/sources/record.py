@@ -142,12 +142,24 @@ class RecordBuilder:
         self.pending[key] = resource
         self.pending_subject[key] = subject
 
-    def records(self) -> Iterator[PatientRecord]:
+    def conditions_by_patient(self) -> dict[str, list[Json]]:
+        """Condition codes read so far, per patient (for the cohort gate)."""
+        out: dict[str, list[Json]] = {}
+        for key, r in self.pending.items():
+            if r.get("resourceType") == "Condition" and isinstance(r.get("code"), dict):
+                subject = self.pending_subject[key]
+                out.setdefault(self.aliases.get(subject, subject), []).append(r["code"])
+        return out
+
+    def records(self, only: set[str] | None = None) -> Iterator[PatientRecord]:
+        """One record per patient (``only``: just these patients, e.g. the cohort)."""
         grouped: dict[str, dict[str, list[Json]]] = {}
         orphans: dict[str, int] = {}
         for key, resource in self.pending.items():
             subject = self.pending_subject[key]
             subject = self.aliases.get(subject, subject)
+            if only is not None and subject not in only:
+                continue
             if subject not in self.patients:
                 orphans[subject] = orphans.get(subject, 0) + 1
                 continue
@@ -155,7 +167,8 @@ class RecordBuilder:
         for subject, count in sorted(orphans.items()):
             self.problem(f"{count} resource(s)", "they reference a patient who is not in the source (skipped)", patient_hash(subject))
         for key in sorted(self.patients):
-            yield PatientRecord(key, self.patients[key], grouped.get(key, {}), self.medications)
+            if only is None or key in only:
+                yield PatientRecord(key, self.patients[key], grouped.get(key, {}), self.medications)
 
 
 def _newer(old: Json, new: Json) -> bool:

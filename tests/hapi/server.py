@@ -3,6 +3,7 @@
 Command line (foreground, Ctrl-C / SIGTERM stops the JVM cleanly):
 
     python tests/hapi/server.py --port 8080 [--data-dir DIR] [--build-only]
+                                [--auth-token TOKEN] [--token-endpoint URL]
 
 Python API (stdlib only), e.g. for pytest fixtures:
 
@@ -12,6 +13,12 @@ Python API (stdlib only), e.g. for pytest fixtures:
     srv.base_url                               # "http://127.0.0.1:PORT/fhir"
     srv.restart()                              # same port, same (file) database
     srv.stop()
+
+Optional authorization gate (SMART Backend Services tests): ``start(port, auth_token="...",
+token_endpoint="http://127.0.0.1:PORT/token")`` makes every request under /fhir/* need
+``Authorization: Bearer <auth_token>`` (401 otherwise), except GET /fhir/metadata (so the readiness
+probe still works) and GET /fhir/.well-known/smart-configuration, which names token_endpoint. The
+token is never written to the terminal or the log.
 
 The H2 database is always file-based: in ``data_dir`` when given, else in a private temporary
 directory that ``stop()`` deletes. So ``restart()`` keeps the data either way. The server log is
@@ -40,6 +47,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -177,7 +185,16 @@ def _tail(path: Path, lines: int = 60) -> str:
 class HapiServer:
     """A running HAPI FHIR server JVM. Use start() to create one."""
 
-    def __init__(self, port: int, data_dir: Path, *, own_dir: bool, java_opts: list[str]) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        *,
+        own_dir: bool,
+        java_opts: list[str],
+        auth_token: str | None = None,
+        token_endpoint: str | None = None,
+    ) -> None:
         self.port = port
         self.data_dir = data_dir
         self.base_url = f"http://{HOST}:{port}/fhir"
@@ -185,6 +202,8 @@ class HapiServer:
         self.startup_seconds: float | None = None
         self._own_dir = own_dir
         self._java_opts = java_opts
+        self._auth_token = auth_token
+        self.token_endpoint = token_endpoint
         self._proc: subprocess.Popen[bytes] | None = None
         self._cds_tmp: Path | None = None
 
@@ -201,6 +220,11 @@ class HapiServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def auth_required(self) -> bool:
+        """True if the server was started with an auth token (the token itself is not exposed)."""
+        return self._auth_token is not None
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -211,9 +235,16 @@ class HapiServer:
             _java(), *self._cds_args(), *self._java_opts, "-jar", str(JAR_PATH),
             "--port", str(self.port), "--data-dir", str(self.data_dir),
         ]
+        shown = list(cmd)  # what the log gets: the token replaced by ***
+        if self.token_endpoint is not None:
+            cmd += ["--token-endpoint", self.token_endpoint]
+            shown += ["--token-endpoint", self.token_endpoint]
+        if self._auth_token is not None:
+            cmd += ["--auth-token", self._auth_token]
+            shown += ["--auth-token", "***"]
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
-            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(shown)}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
                 cmd, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log,
@@ -310,15 +341,37 @@ class HapiServer:
             time.sleep(0.2)
 
 
+def _check_auth(auth_token: str | None, token_endpoint: str | None) -> None:
+    if auth_token is not None and (
+        not auth_token or any(not (0x20 < ord(c) < 0x7F) for c in auth_token)
+    ):
+        # the message never contains the token
+        raise ValueError("auth_token must be non-empty printable ASCII without spaces")
+    if token_endpoint is not None:
+        parts = urllib.parse.urlsplit(token_endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"token_endpoint must be an absolute http(s) URL: {token_endpoint!r}")
+
+
 def start(
     port: int,
     *,
     data_dir: str | None = None,
     timeout: float = 300,
     java_opts: list[str] | None = None,
+    auth_token: str | None = None,
+    token_endpoint: str | None = None,
 ) -> HapiServer:
     """Build if needed, start the server on 127.0.0.1:port, wait until GET /fhir/metadata
-    answers, and return the HapiServer. Raises HapiError (with the log tail) on failure."""
+    answers, and return the HapiServer. Raises HapiError (with the log tail) on failure.
+
+    auth_token: every request under /fhir/* then needs ``Authorization: Bearer <auth_token>``
+    (401 + OperationOutcome otherwise), except GET /fhir/metadata and GET
+    /fhir/.well-known/smart-configuration. token_endpoint: an absolute http(s) URL that
+    GET /fhir/.well-known/smart-configuration advertises (404 without it). restart() keeps both.
+    ValueError for an empty/whitespace token or a token_endpoint that is not an http(s) URL.
+    """
+    _check_auth(auth_token, token_endpoint)
     build()
     if data_dir is None:
         ddir, own = Path(tempfile.mkdtemp(prefix="hapi-fhir-")), True
@@ -328,7 +381,10 @@ def start(
     if java_opts is None:
         env_opts = os.environ.get("HAPI_JAVA_OPTS")
         java_opts = shlex.split(env_opts) if env_opts else list(DEFAULT_JAVA_OPTS)
-    srv = HapiServer(port, ddir, own_dir=own, java_opts=java_opts)
+    srv = HapiServer(
+        port, ddir, own_dir=own, java_opts=java_opts, auth_token=auth_token,
+        token_endpoint=token_endpoint,
+    )
     try:
         srv._launch(timeout)
     except BaseException:
@@ -354,7 +410,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", help="keep the H2 database and log here (default: temp dir)")
     ap.add_argument("--timeout", type=float, default=300, help="startup timeout, seconds")
     ap.add_argument("--build-only", action="store_true", help="build the jar and exit")
+    ap.add_argument(
+        "--auth-token", metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on /fhir/* (except GET metadata and "
+        "smart-configuration); never printed",
+    )
+    ap.add_argument(
+        "--token-endpoint", metavar="URL",
+        help="serve GET /fhir/.well-known/smart-configuration naming this token endpoint",
+    )
     args = ap.parse_args(argv)
+    try:
+        _check_auth(args.auth_token, args.token_endpoint)
+    except ValueError as e:
+        ap.error(str(e))
 
     stop_requested = threading.Event()
 
@@ -373,12 +442,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jar: {jar}")
             return 0
         print(f"starting HAPI FHIR on {HOST}:{args.port} ...", flush=True)
-        srv = start(args.port, data_dir=args.data_dir, timeout=args.timeout)
+        srv = start(
+            args.port, data_dir=args.data_dir, timeout=args.timeout,
+            auth_token=args.auth_token, token_endpoint=args.token_endpoint,
+        )
     except HapiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"ready: {srv.base_url} (started in {srv.startup_seconds:.1f} s; log {srv.log_path})",
           flush=True)
+    if srv.auth_required or srv.token_endpoint:
+        print("auth: "
+              + ("bearer token required (except GET /metadata, /.well-known/smart-configuration)"
+                 if srv.auth_required else "no token required")
+              + (f"; token_endpoint {srv.token_endpoint}" if srv.token_endpoint else ""),
+              flush=True)
     try:
         while not stop_requested.wait(1.0):
             if not srv.is_running():

@@ -1,6 +1,8 @@
 package org.fhirmatcher.hapi;
 
 import ca.uhn.fhir.rest.server.RestfulServer;
+import jakarta.servlet.DispatcherType;
+import org.eclipse.jetty.ee10.servlet.FilterHolder;
 import org.eclipse.jetty.ee10.servlet.ServletContextHandler;
 import org.eclipse.jetty.ee10.servlet.ServletHolder;
 import org.eclipse.jetty.server.Server;
@@ -11,23 +13,34 @@ import org.springframework.context.annotation.AnnotationConfigApplicationContext
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.EnumSet;
 
 /**
  * Entry point: starts the Spring context of {@link ServerConfig} and an embedded Jetty that
  * serves HAPI's RestfulServer at http://127.0.0.1:PORT/fhir.
  *
  * <pre>
- * java -jar hapi-test-server.jar --port 8080 [--data-dir DIR]
+ * java -jar hapi-test-server.jar --port 8080 [--data-dir DIR] [--auth-token TOKEN] [--token-endpoint URL]
  * </pre>
  *
  * Without --data-dir the H2 database is in memory (lost on exit); with it, the database lives in
  * DIR/h2/ and survives a restart. System properties -Dhapi.test.port / -Dhapi.test.dataDir are
  * accepted too.
+ *
+ * With --auth-token (or -Dfhirmatcher.auth.token) every request under /fhir/* needs
+ * "Authorization: Bearer TOKEN", except GET /fhir/metadata and GET
+ * /fhir/.well-known/smart-configuration; with --token-endpoint (or
+ * -Dfhirmatcher.auth.tokenEndpoint) the latter serves a SMART configuration naming that URL. See
+ * {@link BearerAuthFilter}. Without either, no filter is installed at all.
  */
 public final class HapiTestServer {
 
 	private static final Logger ourLog = LoggerFactory.getLogger(HapiTestServer.class);
 	private static final String HOST = "127.0.0.1";
+	private static final String USAGE = "usage: java -jar hapi-test-server.jar --port PORT [--data-dir DIR]"
+			+ " [--auth-token TOKEN] [--token-endpoint URL]";
+	static final String PROP_AUTH_TOKEN = "fhirmatcher.auth.token";
+	static final String PROP_TOKEN_ENDPOINT = "fhirmatcher.auth.tokenEndpoint";
 
 	private HapiTestServer() {}
 
@@ -35,6 +48,10 @@ public final class HapiTestServer {
 		long t0 = System.nanoTime();
 		int port = Integer.parseInt(System.getProperty("hapi.test.port", "8080"));
 		String dataDir = System.getProperty("hapi.test.dataDir");
+		String authToken = System.getProperty(PROP_AUTH_TOKEN);
+		String tokenEndpoint = System.getProperty(PROP_TOKEN_ENDPOINT);
+		boolean authFlag = authToken != null && !authToken.isBlank();
+		boolean endpointFlag = tokenEndpoint != null && !tokenEndpoint.isBlank();
 		for (int i = 0; i < args.length; i++) {
 			String a = args[i];
 			if (a.equals("--port") && i + 1 < args.length) {
@@ -45,11 +62,41 @@ public final class HapiTestServer {
 				dataDir = args[++i];
 			} else if (a.startsWith("--data-dir=")) {
 				dataDir = a.substring("--data-dir=".length());
+			} else if (a.equals("--auth-token") && i + 1 < args.length) {
+				authToken = args[++i];
+				authFlag = true;
+			} else if (a.startsWith("--auth-token=")) {
+				authToken = a.substring("--auth-token=".length());
+				authFlag = true;
+			} else if (a.equals("--token-endpoint") && i + 1 < args.length) {
+				tokenEndpoint = args[++i];
+				endpointFlag = true;
+			} else if (a.startsWith("--token-endpoint=")) {
+				tokenEndpoint = a.substring("--token-endpoint=".length());
+				endpointFlag = true;
 			} else {
-				System.err.println("usage: java -jar hapi-test-server.jar --port PORT [--data-dir DIR]");
+				// never echo the argument: it may be a token
+				System.err.println(USAGE);
 				System.exit(2);
 			}
 		}
+		// A flag given with an empty value is an error; a blank system property means "off".
+		try {
+			if (authFlag) {
+				BearerAuthFilter.checkToken(authToken);
+			}
+			if (endpointFlag) {
+				tokenEndpoint = tokenEndpoint.trim();
+				BearerAuthFilter.checkTokenEndpoint(tokenEndpoint);
+			}
+		} catch (IllegalArgumentException e) {
+			System.err.println("error: " + e.getMessage()); // never contains the token
+			System.err.println(USAGE);
+			System.exit(2);
+		}
+		BearerAuthFilter authFilter =
+				authFlag || endpointFlag ? new BearerAuthFilter(authFlag ? authToken : null, endpointFlag ? tokenEndpoint : null) : null;
+		authToken = null;
 
 		String jdbcUrl;
 		if (dataDir != null && !dataDir.isBlank()) {
@@ -78,6 +125,15 @@ public final class HapiTestServer {
 		ServletHolder holder = new ServletHolder("fhir", restfulServer);
 		holder.setInitOrder(1);
 		context.addServlet(holder, "/fhir/*");
+		if (authFilter != null) {
+			// Same mapping as the servlet: the filter sees every request HAPI would handle.
+			context.addFilter(new FilterHolder(authFilter), "/fhir/*", EnumSet.of(DispatcherType.REQUEST));
+			ourLog.info("Authorization gate on: bearer token {}; SMART configuration {}",
+					authFilter.requiresToken()
+							? "required for /fhir/* except GET /fhir/metadata and GET /fhir/.well-known/smart-configuration"
+							: "not required",
+					endpointFlag ? "at /fhir/.well-known/smart-configuration, token_endpoint " + tokenEndpoint : "off (404)");
+		}
 		jetty.setHandler(context);
 		jetty.setStopTimeout(5000);
 

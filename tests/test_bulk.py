@@ -1,0 +1,85 @@
+"""Bulk Data: $export from the local HAPI server, then screen the export; and the protocol
+against a mocked server (polling with Retry-After, tokens only where required)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import responses
+
+from fhir_matcher.cli import main
+from fhir_matcher.rest.client import FhirClient, FhirError
+from fhir_matcher.rest.transport import Transport
+from fhir_matcher.sources.bulk import BulkExport, type_filters
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "bundles" / "demo"
+TAG = "https://fhir-matcher.org/fhir/test-run|bulk"
+PREFIX = "bk-"
+
+
+def rows(out, prefix=""):
+    text = (out / "screening.ndjson").read_text(encoding="utf-8")
+    if prefix:
+        text = text.replace(f"/{prefix}", "/")
+    return {r["patient"]: r for r in map(json.loads, text.splitlines())}
+
+
+def test_bulk_export_of_the_local_server_screens_like_the_files(hapi, tmp_path):
+    assert main(["load", "--server", hapi.base_url, str(DEMO), "-q", "--tag", TAG, "--id-prefix", PREFIX]) == 0
+    out = tmp_path / "bulk"
+    assert main(["screen", "--source", hapi.base_url, "--bulk", "--bulk-poll-max", "2", "--tag", TAG, "--as-of", "2026-11-24", "--out", str(out), "-q"]) == 0
+    files = tmp_path / "files"
+    assert main(["screen", "--source", str(DEMO), "--as-of", "2026-11-24", "--out", str(files), "-q"]) == 0
+    got, want = rows(out, PREFIX), rows(files)
+    assert set(got) == set(want)
+    for p in want:
+        assert got[p]["status"] == want[p]["status"]
+        assert got[p]["criteria"] == want[p]["criteria"], p
+    run = json.loads((out / "run.json").read_text())
+    assert run["http"]["requests"] < 40 and run["http"]["bytes"] > 100_000
+    assert run["screened"] == 46  # the tag filter kept other tests' data out
+
+
+BASE = "https://ehr.example.org/fhir"
+
+
+@responses.activate
+def test_bulk_protocol_polls_with_retry_after_and_sends_tokens_only_when_required(tmp_path):
+    status = f"{BASE}/$export-poll-status?_jobId=1"
+    responses.get(f"{BASE}/$export", status=202, headers={"Content-Location": status})
+    responses.get(status, status=202, headers={"Retry-After": "3", "X-Progress": "50%"})
+    responses.get(status, status=200, json={"transactionTime": "2026-11-24T00:00:00Z", "requiresAccessToken": False,
+                                            "output": [{"type": "Patient", "url": "https://files.example.org/p.ndjson"}]})
+    responses.get("https://files.example.org/p.ndjson", body='{"resourceType":"Patient","id":"a"}\n')
+    responses.delete(status, status=202)
+    sleeps = []
+
+    class Token:  # would add an Authorization header
+        def __call__(self, r):
+            r.headers["Authorization"] = "Bearer t"
+            return r
+
+    client = FhirClient(BASE, Transport(auth=Token(), sleep=sleeps.append))
+    job = BulkExport(client, types=["Patient"], sleep=sleeps.append).run(tmp_path)
+    assert sleeps == [3.0]
+    assert [f.read_text() for f in job.files] == ['{"resourceType":"Patient","id":"a"}\n']
+    download = next(c for c in responses.calls if c.request.url.startswith("https://files.example.org"))
+    assert "Authorization" not in download.request.headers  # requiresAccessToken false: no token sent to file storage
+    kick = responses.calls[0].request
+    assert kick.headers["Prefer"] == "respond-async" and "_type=Patient" in kick.url
+    assert (tmp_path / job.files[0].name).stat().st_mode & 0o077 == 0
+
+
+@responses.activate
+def test_bulk_not_supported_is_clear():
+    responses.get(f"{BASE}/$export", status=404, json={"resourceType": "OperationOutcome", "issue": [{"diagnostics": "Unknown operation"}]})
+    with pytest.raises(FhirError, match="does the server support"):
+        BulkExport(FhirClient(BASE, Transport(sleep=lambda s: None)), types=["Patient"]).kick_off()
+
+
+def test_type_filters(trial):
+    from datetime import date
+
+    assert type_filters(trial, date(2026, 11, 24), None, ["Observation"]) == []  # HIV tests look at any date
+    assert type_filters(trial, date(2026, 11, 24), "s|c", ["Patient", "Observation"]) == ["Patient?_tag=s|c", "Observation?_tag=s|c"]
