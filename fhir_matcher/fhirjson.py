@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any, Iterator
 
 Json = dict[str, Any]
@@ -98,8 +99,12 @@ def parse_date(value: Any) -> DateSpan | None:
     "2026-11-03T23:30:00+08:00" is 2026-11-03 as written; "2026-11" is the whole month.
     Returns None for anything that is not a valid date.
     """
-    s = as_str(value)
-    if not s:
+    return _parse_date_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=65536)
+def _parse_date_text(s: str) -> DateSpan | None:
+    if not s.strip():
         return None
     m = _DATE_RE.match(s.strip())
     if not m:
@@ -146,9 +151,11 @@ def normalize_reference(ref: str, base_types: tuple[str, ...] = ()) -> str:
 def subject_reference(resource: Json) -> str | None:
     """The patient a resource is about (subject, patient or beneficiary)."""
     for key in ("subject", "patient", "individual", "beneficiary"):
-        ref = reference(resource.get(key))
-        if ref:
-            return ref
+        value = resource.get(key)
+        if isinstance(value, dict):
+            ref = value.get("reference")
+            if isinstance(ref, str) and ref.strip():
+                return ref
     return None
 
 

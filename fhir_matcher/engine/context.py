@@ -39,6 +39,7 @@ class Context:
         self.as_of = as_of
         self.units = units
         self.boundaries: set[date] = set()
+        self._matches: dict[int, tuple[Any, list[Match]]] = {}
 
     def watch(self, *days: date | None) -> None:
         """Dates on which a criterion's result may change with time alone (record them all)."""
@@ -54,7 +55,27 @@ class Context:
 
     @cached_property
     def measurements(self) -> list[facts.Measurement]:
-        return facts.measurements(self.record)
+        """Results whose code is in some value set (vitals and other noise are never built)."""
+        return facts.measurements(self.record, lambda code: bool(self.match_all(code)))
+
+    @cached_property
+    def _measurements_by_valueset(self) -> dict[str, list[facts.Measurement]]:
+        index: dict[str, list[facts.Measurement]] = {}
+        for m in self.measurements:
+            if m.has_value:
+                for vs in {x.concept.valueset for x in self.match_all(m.code)}:
+                    index.setdefault(vs, []).append(m)
+        return index
+
+    def measurements_in(self, valuesets: list[str]) -> list[facts.Measurement]:
+        """Results with a value whose code is in any of the value sets (each classified once)."""
+        if len(valuesets) == 1:
+            return self._measurements_by_valueset.get(valuesets[0], [])
+        seen: dict[int, facts.Measurement] = {}
+        for vs in valuesets:
+            for m in self._measurements_by_valueset.get(vs, []):
+                seen.setdefault(id(m), m)
+        return list(seen.values())
 
     @cached_property
     def medication_uses(self) -> list[facts.MedicationUse]:
@@ -68,8 +89,18 @@ class Context:
     def gender(self) -> str | None:
         return as_str(self.record.patient.get("gender"))
 
+    def match_all(self, concept: Any) -> list[Match]:
+        """Every value-set match of a concept; each concept object is classified once."""
+        cached = self._matches.get(id(concept))
+        if cached is None or cached[0] is not concept:
+            cached = (concept, self.trial.valuesets.match(concept))
+            self._matches[id(concept)] = cached  # holding the concept keeps its id unique
+        return cached[1]
+
     def match(self, concept: Any, valuesets: str | list[str]) -> list[Match]:
-        return self.trial.valuesets.match(concept, [valuesets] if isinstance(valuesets, str) else valuesets)
+        """Matches of a concept against some value sets."""
+        wanted = {valuesets} if isinstance(valuesets, str) else set(valuesets)
+        return [m for m in self.match_all(concept) if m.concept.valueset in wanted]
 
     def systemic(self, use: facts.MedicationUse) -> bool:
         """False for inhaled, topical and other local routes (by route, else by dose form)."""

@@ -150,7 +150,7 @@ def _in_window(m: Measurement, window: Window | None, as_of: date) -> bool:
 
 def _latest(ctx: Context, valuesets: list[str], window: Window | None) -> tuple[list[Measurement], Measurement | None]:
     """(results in the window newest first, the newest result of any date up to as-of)."""
-    found = [m for m in ctx.measurements if m.has_value and ctx.match(m.code, valuesets)]
+    found = list(ctx.measurements_in(valuesets))
     found.sort(key=lambda m: (m.day.hi if m.day else date.min, m.sort_key), reverse=True)
     for m in found:
         if m.day:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Callable
 
 from ..fhirjson import DateSpan, Json, as_dict, as_list, as_number, as_str, codings, concept_label, parse_date, ref_of
 from ..sources.record import PatientRecord
@@ -127,10 +127,17 @@ def _value_fields(src: Json) -> dict[str, Any]:
     return out
 
 
-def measurements(record: PatientRecord) -> list[Measurement]:
+def measurements(record: PatientRecord, wanted: Callable[[Json], bool] | None = None) -> list[Measurement]:
+    """Results (and components) to use; ``wanted`` filters by code before any other work."""
     out: list[Measurement] = []
     for r in record.of_type("Observation"):
         if as_str(r.get("status")) not in OBSERVATION_STATUSES:
+            continue
+        code = as_dict(r.get("code"))
+        components = [as_dict(c) for c in as_list(r.get("component"))]
+        use_main = wanted is None or wanted(code)
+        use_comps = [c for c in components if wanted is None or wanted(as_dict(c.get("code")))]
+        if not use_main and not use_comps:
             continue
         written = (
             as_str(r.get("effectiveDateTime"))
@@ -138,11 +145,10 @@ def measurements(record: PatientRecord) -> list[Measurement]:
             or as_str(r.get("effectiveInstant"))
             or as_str(r.get("issued"))
         )
-        day = parse_date(written)
-        base = dict(ref=ref_of(r), day=day, sort_key=written or "", interpretation=as_list(r.get("interpretation")))
-        out.append(Measurement(code=as_dict(r.get("code")), **base, **_value_fields(r)))
-        for comp in as_list(r.get("component")):
-            comp = as_dict(comp)
+        base = dict(ref=ref_of(r), day=parse_date(written), sort_key=written or "", interpretation=as_list(r.get("interpretation")))
+        if use_main:
+            out.append(Measurement(code=code, **base, **_value_fields(r)))
+        for comp in use_comps:
             fields = _value_fields(comp)
             if fields:
                 base_c = {**base, "interpretation": as_list(comp.get("interpretation")) or base["interpretation"]}

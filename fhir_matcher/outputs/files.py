@@ -12,17 +12,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
+import orjson
+
 from ..engine.evaluate import PatientResult
 from ..trial import Trial
 from .report import report_csv, report_html
 from .subjects import subjects_bundle
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, content: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content.encode("utf-8") if isinstance(content, str) else content)
     os.replace(tmp, path)
 
 
@@ -47,8 +49,7 @@ def write_outputs(
         "html": out / "report.html",
         "csv": out / "report.csv",
     }
-    lines = [json.dumps(r.to_json(trial, as_of), ensure_ascii=False) for r in results]
-    write_private(paths["screening"], "".join(line + "\n" for line in lines))
+    write_private(paths["screening"], b"".join(orjson.dumps(r.to_json(trial, as_of)) + b"\n" for r in results))
     bundle = subjects_bundle(trial, results)
     write_private(paths["subjects"], bundle.model_dump_json(indent=2, exclude_none=True) + "\n")
     write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes, outside))

@@ -17,6 +17,7 @@ from ..engine.evaluate import INELIGIBLE, PatientResult
 from ..trial import Trial
 
 SUBJECT_SYSTEM = "https://fhir-matcher.org/fhir/research-subject"
+REASON_URL = "https://fhir-matcher.org/fhir/StructureDefinition/screening-reason"
 _NS = uuid.UUID("6f1c2a44-5a0e-4b8e-9a53-2f7f3c1d9e10")
 
 
@@ -46,18 +47,23 @@ def research_study(trial: Trial) -> ResearchStudy:
     )
 
 
-def research_subject(trial: Trial, result: PatientResult, study_ref: str, reason: str | None = None) -> ResearchSubject:
-    system, value = subject_identifier(trial, result.patient)
+def subject_json(trial: Trial, patient: str, status: str, study_ref: str, reason: str | None = None) -> dict[str, Any]:
+    system, value = subject_identifier(trial, patient)
     data: dict[str, Any] = {
         "resourceType": "ResearchSubject",
         "identifier": [{"system": system, "value": value}],
-        "status": result.status,
+        "status": status,
         "study": {"reference": study_ref},
-        "individual": {"reference": result.patient},
+        "individual": {"reference": patient},
     }
     if reason:
-        data["extension"] = [{"url": "https://fhir-matcher.org/fhir/StructureDefinition/screening-reason", "valueString": reason}]
-    return ResearchSubject.model_validate(data)
+        data["extension"] = [{"url": REASON_URL, "valueString": reason}]
+    return data
+
+
+def research_subject(trial: Trial, result: PatientResult, study_ref: str, reason: str | None = None) -> ResearchSubject:
+    """A validated R4 ResearchSubject for one patient."""
+    return ResearchSubject.model_validate(subject_json(trial, result.patient, result.status, study_ref, reason))
 
 
 def subjects_bundle(trial: Trial, results: Iterable[PatientResult]) -> Bundle:
@@ -74,13 +80,12 @@ def subjects_bundle(trial: Trial, results: Iterable[PatientResult]) -> Bundle:
     for r in results:
         if r.status == INELIGIBLE:
             continue
-        subject = research_subject(trial, r, study_urn)
         system, value = subject_identifier(trial, r.patient)
         entries.append(
             {
                 "fullUrl": _urn("subject", trial.id, r.patient),
-                "resource": subject.model_dump(mode="json", exclude_none=True),
+                "resource": subject_json(trial, r.patient, r.status, study_urn),
                 "request": {"method": "PUT", "url": f"ResearchSubject?identifier={system}|{value}"},
             }
         )
-    return Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    return Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})  # validates every entry

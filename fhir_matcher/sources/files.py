@@ -104,8 +104,18 @@ class FileSource:
                 progress(n, len(files))
         self.population = len(self.builder.patients)
 
-    def read_cohort(self, gate: Callable[[Iterable[Any]], bool], progress: Callable[[int, int], None] | None = None) -> set[str]:
-        """Read only the patients whose Condition codes pass ``gate``; returns their keys."""
+    def read_cohort(
+        self,
+        gate: Callable[[Iterable[Any]], bool],
+        progress: Callable[[int, int], None] | None = None,
+        types: set[str] | None = None,
+    ) -> set[str]:
+        """Read only the patients whose Condition codes pass ``gate``; returns their keys.
+
+        ``types``: the resource types worth keeping (others, such as Encounters no criterion
+        reads, are skipped before parsing); Patient and Medication are always kept.
+        """
+        keep = {t.encode() for t in types | {"Patient", "Medication"}} if types else None
         files = self._files()
         bundles = [f for f in files if not f.name.endswith(".ndjson")]
         ndjson = [f for f in files if f.name.endswith(".ndjson")]
@@ -116,25 +126,49 @@ class FileSource:
             if progress:
                 progress(done, steps)
         codes: dict[str, list[Any]] = {}
-        seen: set[Path] = set()  # files whose bad lines pass 1 already reported
+        held: dict[str, list[tuple[str, Any]]] = {}  # pass 1's Conditions, until the gate decides
+        seen: set[Path] = set()  # files pass 1 read: pass 2 skips their Conditions
+        skip: set[Path] = set()  # one-type Bulk files of a type no criterion reads
         for file in ndjson:  # pass 1: the Conditions
-            if _first_type(file) == b"Condition" or not re.match(r"^[A-Z][A-Za-z]+([._-]|$)", file.name):
+            first = _first_type(file)
+            conventional = re.match(r"^([A-Z][A-Za-z]+)([._-]|\.ndjson$)", file.name)
+            if conventional and first and conventional.group(1).encode() == first and keep is not None and first not in keep:
+                skip.add(file)
+            elif first == b"Condition" or not conventional:
                 seen.add(file)
+                if conventional:
+                    skip.add(file)  # a Condition file: pass 1 holds all it needs
                 for where, data in parse_file(file, self.builder.problem):
                     if isinstance(data, dict) and data.get("resourceType") == "Condition":
                         ref = subject_reference(data)
-                        if ref and isinstance(data.get("code"), dict):
-                            codes.setdefault(normalize_reference(ref), []).append(data["code"])
+                        if ref:
+                            key = normalize_reference(ref)
+                            held.setdefault(key, []).append((where, data))
+                            if isinstance(data.get("code"), dict):
+                                codes.setdefault(key, []).append(data["code"])
+                        else:
+                            self.add(data, where)  # reported as having no subject
             done += 1
             if progress:
                 progress(done, steps)
         for key, rs in self.builder.conditions_by_patient().items():
             codes.setdefault(key, []).extend(rs)
         cohort = {key for key, ccs in codes.items() if gate(ccs)}
+        for key in cohort:
+            for where, data in held.get(key, ()):
+                self.add(data, where)
+        held.clear()
         wanted = {key.split("/", 1)[1].encode() for key in cohort}
         patients = set(self.builder.patients)
         for file in ndjson:  # pass 2: cohort patients' lines only
+            if file in skip:
+                done += 1
+                continue
             for lineno, line in _lines(file):
+                if keep is not None:
+                    m = _TYPE.search(line, 0, 64) or _TYPE.search(line)
+                    if m and m.group(1) not in keep:
+                        continue  # a type no criterion reads
                 refs = _PATIENT_REF.findall(line)
                 if refs and not any(r in wanted for r in refs):
                     continue  # another patient's line: skipped unread
@@ -145,6 +179,8 @@ class FileSource:
                     if file not in seen:
                         self.builder.problem(where, _json_error(e, False))
                     continue
+                if file in seen and isinstance(data, dict) and data.get("resourceType") == "Condition":
+                    continue  # already held from pass 1
                 if isinstance(data, dict) and data.get("resourceType") == "Patient":
                     patients.add(f"Patient/{data.get('id')}")
                     if f"Patient/{data.get('id')}" not in cohort:

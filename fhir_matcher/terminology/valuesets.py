@@ -24,6 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
+
 from ..fhirjson import Json, as_dict, as_list, as_str, codings, concept_text
 
 TEXT_MATCH_URL = "https://fhir-matcher.org/fhir/StructureDefinition/text-match"
@@ -127,6 +129,7 @@ class ValueSetLibrary:
         self._prefix: dict[str, dict[str, list[Concept]]] = {"icd10": {}, "atc": {}}
         self._names: dict[str, list[Concept]] = {}
         self._pattern: re.Pattern[str] | None = None
+        self._by_raw: dict[bytes, tuple[Match, ...]] = {}
         self.match_concept = lru_cache(maxsize=65536)(self._match_key)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ loading
@@ -160,6 +163,7 @@ class ValueSetLibrary:
             concept = Concept(vs_id, display, normalize_system(as_str(top.get("system"))), as_str(top.get("code")))
             self._index_entry(top, concept)
         self._pattern = None
+        self._by_raw.clear()
         self.match_concept.cache_clear()
 
     def _index_entry(self, entry: Json, concept: Concept) -> None:
@@ -261,8 +265,16 @@ class ValueSetLibrary:
 
     def match(self, concept: Any, valuesets: Iterable[str] | None = None) -> list[Match]:
         """Matches of a CodeableConcept (JSON) against the named value sets (all if None)."""
-        key = (tuple((c.system, c.code, c.display) for c in codings(concept)), concept_text(concept))
-        found = self.match_concept(key)
+        try:  # the same concept recurs across records: look it up by its bytes first
+            raw = orjson.dumps(concept, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            raw = None
+        found = self._by_raw.get(raw) if raw is not None else None
+        if found is None:
+            key = (tuple((c.system, c.code, c.display) for c in codings(concept)), concept_text(concept))
+            found = self.match_concept(key)
+            if raw is not None and len(self._by_raw) < 200_000:
+                self._by_raw[raw] = found
         if valuesets is None:
             return list(found)
         wanted = set(valuesets)
