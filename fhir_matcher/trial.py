@@ -85,7 +85,7 @@ KINDS: dict[str, set[str]] = {
     "deceased": set(),
     "any-of": set(),
 }
-_VALUESET_PARAMS = ("valuesets", "valueset", "tests")
+_VALUESET_PARAMS = ("valuesets", "valueset", "tests", "possible_valuesets")
 
 
 def _criterion(raw: dict[str, Any], where: str, parent_type: str | None = None) -> Criterion:

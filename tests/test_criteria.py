@@ -45,7 +45,13 @@ def test_age(trial, birth, expected):
     (cc(ICD10, "M33.2"), "not-met"),  # polymyositis is not a target
     (cc(ICD10, "G36.0"), "met"),  # NMO
     (cc(SCT, "68815009"), "met"),  # lupus nephritis
-    (cc(SCT, "200936003", "Discoid lupus erythematosus"), "not-met"),
+    (cc(SCT, "200938002", "Discoid lupus erythematosus"), "not-met"),
+    (cc(SCT, "200936003", "Lupus erythematosus"), "unknown"),  # which form? confirm, do not rule out
+    (cc(text="Lupus erythematosus"), "unknown"),
+    (cc(text="红斑狼疮"), "unknown"),
+    (cc(text="盘状红斑狼疮"), "not-met"),  # discoid: specific, and not a target
+    (cc(text="Localized scleroderma"), "not-met"),
+    (cc(text="Scleroderma"), "unknown"),
     (cc(ICD10, "M06.9"), "not-met"),
 ])
 def test_diagnosis_codes(trial, code, expected):

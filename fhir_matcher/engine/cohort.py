@@ -20,7 +20,8 @@ def cohort_valuesets(trial: Trial) -> list[list[str]]:
     for c in trial.criteria:
         if c.type == INCLUSION and c.kind == "condition" and c.params.get("missing", NOT_MET) == NOT_MET and not c.params.get("active_only"):
             vs = c.params["valuesets"]
-            gates.append([vs] if isinstance(vs, str) else list(vs))
+            vague = c.params.get("possible_valuesets", [])
+            gates.append(([vs] if isinstance(vs, str) else list(vs)) + ([vague] if isinstance(vague, str) else list(vague)))
     return gates
 
 

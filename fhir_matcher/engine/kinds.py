@@ -134,6 +134,12 @@ def condition(c: Criterion, ctx: Context) -> Outcome:
     if skipped_old:
         notes.append(f"{skipped_old} dated more than {max_age} days ago")
     tail = f" ({'; '.join(notes)} ignored)" if notes else ""
+    possible = _as_list(c.params.get("possible_valuesets", []))
+    if possible:
+        vague = [(f, ms[0]) for f in ctx.conditions if not (f.day and f.day.lo > ctx.as_of) for ms in [ctx.match(f.concept, possible)] if ms]
+        if vague:
+            f, m = vague[0]
+            return Outcome(UNKNOWN, f"only '{f.label}' recorded ({m.concept.display}): confirm which form{tail}", [v[0].ref for v in vague], m.concept.display)
     return Outcome(_missing(c, NOT_MET), f"no {'active ' if active_only else ''}condition in {_titles(ctx, valuesets)}{tail}")
 
 
