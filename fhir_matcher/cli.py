@@ -21,7 +21,7 @@ from .rest.auth import from_config as auth_from_config
 from .rest.client import FhirClient, FhirError
 from .rest.loader import Loader
 from .rest.transport import Transport, TransportError
-from .screen import is_url, screen_bulk, screen_files, screen_server
+from .screen import is_url, screen_bulk, screen_files, screen_server, screen_with_spark
 from .trial import TrialError, default_trial_path, load_trial
 
 log = logging.getLogger("fhir_matcher")
@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bulk-group", default=None, metavar="ID", help="server: export Group/ID only (implies --bulk)")
     s.add_argument("--bulk-poll-max", type=float, default=60.0, metavar="SECONDS",
                    help="longest wait between export status polls, whatever Retry-After says (default 60)")
+    s.add_argument("--engine", choices=("local", "spark"), default="local", help="local (in-process, default) or spark (PySpark)")
+    s.add_argument("--master", default=None, help="spark: the master URL (default: local[*], or what spark-submit says)")
     s.add_argument("--all-patients", action="store_true",
                    help="files: evaluate and list every patient, not only those with a target diagnosis")
     _server_options(s)
@@ -129,7 +131,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     apply_windows(trial, config.get("windows", {}))
     quiet = args.quiet
     progress = (None if quiet else Progress("reading  "), None if quiet else Progress("screening"))
-    if is_url(args.source):
+    if args.engine == "spark":
+        result = screen_with_spark(args.source, trial, as_of, args.master)
+    elif is_url(args.source):
         transport = _transport(args, config, args.source, default_scope(needed_types(trial), write=False))
         workers = int(setting(args, config, "workers", "server", "workers", 4))
         tag = setting(args, config, "tag", "server", "tag") or None

@@ -130,6 +130,18 @@ def screen_bulk(
     return result
 
 
+def screen_with_spark(source: str, trial: Trial, as_of: date, master: str | None = None, spark: Any = None) -> Screening:
+    """The Spark engine (``--engine spark``): same rules, same outputs."""
+    try:
+        from .engines.spark import screen_spark
+    except ImportError as e:
+        raise ValueError("the spark engine needs PySpark: pip install 'fhir-matcher[spark]'") from e
+    if is_url(source) and source.split("://", 1)[0] in ("http", "https"):
+        raise ValueError("--engine spark reads exports (paths or Hadoop URIs), not a FHIR server URL; use --bulk to export first")
+    results, problems, population, seconds = screen_spark(source, trial, as_of, master, spark)
+    return Screening(source, trial, as_of, results, problems, max(0, population - len(results)), duration_s=seconds)
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """No cyclic garbage collection while records load: the loader makes hundreds of thousands
