@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,17 +33,6 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.ndjson")):
             n += 1
 print(n)
 """
-
-
-def run(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) of the child, and its stdout."""
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode not in (0, 3):
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    # ru_maxrss of the most recent child: measure each command in its own wrapper process.
-    return wall, 0, proc.stdout
 
 
 def measured(cmd: list[str]) -> tuple[float, int, str]:

@@ -154,12 +154,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not quiet:
         extra = []
         if result.outside:
-            extra.append(f"{result.outside} patients have no target diagnosis: counted, not evaluated (--all-patients lists them)")
+            extra.append(f"{result.outside} patients have no target diagnosis: counted as ineligible, not listed (--all-patients lists them)")
         if is_url(args.source):
             c = result.cost
             extra.append(f"HTTP: {c.requests} requests ({c.retries} retries), {c.bytes / 1e6:.2f} MB read")
         extra.append(f"Wrote {', '.join(p.name for p in paths.values())}, run.json to {args.out}")
-        print(summary_text(trial, result.results, len(result.problems), extra))
+        print(summary_text(trial, result.results, len(result.problems), extra, result.outside))
     return EXIT_DATA_PROBLEMS if result.problems else 0
 
 

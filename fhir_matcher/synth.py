@@ -850,7 +850,7 @@ class _Patient:
         return self.out
 
     def patient_resource(self, gender: str, birth_off: int, deceased: bool) -> Json:
-        g, r, rng, style = self.g, self.r, self.rng, self.style
+        g, r, style = self.g, self.r, self.style
         families, givens = NAMES[style]
         family, given = self.pick(families), self.pick(givens)
         name: Json = {"use": "official", "family": family, "given": [given]}
@@ -1095,7 +1095,7 @@ class _Patient:
 
     def drug(self, drug: str, start: int, end: int | None, status_kind: int, mg_day: float | None = None) -> None:
         """status_kind: 0 active, 1 completed, 2 completed course, 3 stopped."""
-        g, r, rng, style = self.g, self.r, self.rng, self.style
+        g, r, style = self.g, self.r, self.style
         spec = DRUGS[drug]
         concept, strength, shared = self.pick(spec[style])
         dosage = self.dosage(drug, spec, strength, mg_day)
@@ -1144,7 +1144,7 @@ class _Patient:
             self.emit("MedicationStatement", res)
 
     def dosage(self, drug: str, spec: Json, strength: float | None, mg_day: float | None) -> Json | None:
-        r, rng, style = self.r, self.rng, self.style
+        r, style = self.r, self.style
         x = r()
         if x < 0.02:
             return None  # no dosage recorded

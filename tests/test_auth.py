@@ -11,7 +11,6 @@ from urllib.parse import parse_qs
 
 import jwt
 import pytest
-import requests
 import responses
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

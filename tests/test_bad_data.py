@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builders import AS_OF, LOINC, SCT, cc, condition, obs, patient, record
+from builders import LOINC, SCT, cc, condition, obs, patient
 from fhir_matcher.cli import main
 from fhir_matcher.engine.evaluate import evaluate
 from fhir_matcher.fhirjson import parse_date

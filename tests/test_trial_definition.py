@@ -4,7 +4,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from builders import ICD10, LOINC, SCT, cc, condition, obs, patient, record
+from builders import ICD10, SCT, cc, condition, obs, patient, record
 
 from fhir_matcher.engine.evaluate import evaluate
 from fhir_matcher.trial import TrialError, load_trial

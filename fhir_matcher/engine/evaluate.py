@@ -17,6 +17,7 @@ log = logging.getLogger("fhir_matcher")
 
 CANDIDATE, POTENTIAL, INELIGIBLE = "candidate", "potential-candidate", "ineligible"
 STATUSES = (CANDIDATE, POTENTIAL, INELIGIBLE)
+SHORTLIST = (CANDIDATE, POTENTIAL)  # the statuses that get a ResearchSubject
 
 
 @dataclass
@@ -46,6 +47,16 @@ def deciding(trial: Trial, results: dict[str, Outcome]) -> list[str]:
         if (c.type == INCLUSION and r == NOT_MET) or (c.type == EXCLUSION and r == MET):
             out.append(c.id)
     return out
+
+
+def to_obtain(trial: Trial, results: dict[str, Outcome]) -> list[str]:
+    """Computable criteria still unknown: the data a coordinator should obtain."""
+    return [c.id for c in trial.criteria if results[c.id].result == UNKNOWN and not (c.washout or c.manual)]
+
+
+def washouts_due(trial: Trial, results: dict[str, Outcome]) -> list[str]:
+    """Washout criteria that apply: drugs to stop before cell collection."""
+    return [c.id for c in trial.criteria if c.washout and results[c.id].result == MET]
 
 
 def status_of(trial: Trial, results: dict[str, Outcome]) -> str:

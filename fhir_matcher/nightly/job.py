@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, PatientResult, evaluate
+from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, SHORTLIST, PatientResult, evaluate
 from ..engine.context import Outcome
 from ..outputs.files import write_outputs, write_run_json
 from ..outputs.writeback import WriteBack, subject_reason
@@ -34,7 +34,6 @@ from .state import PatientState, State
 log = logging.getLogger("fhir_matcher")
 
 OVERLAP = timedelta(minutes=5)  # re-read a little of the previous night: clocks and commits are not instant
-SHORTLIST = (CANDIDATE, POTENTIAL)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from datetime import date
 from html import escape
 from typing import Any, Sequence
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, PatientResult, deciding
+from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, PatientResult, deciding, to_obtain, washouts_due
 from ..trial import Trial
 
 
@@ -72,7 +72,7 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","Noto 
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
 h3{font-size:15px;margin:20px 0 6px}.meta{color:#57606a;margin-bottom:16px}
 table{border-collapse:collapse;width:100%;margin:6px 0 12px}th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f8fa}td.nowrap{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .tiles{display:flex;gap:12px;flex-wrap:wrap}.tile{border:1px solid #d0d7de;border-radius:8px;padding:10px 16px;min-width:150px}
 .tile b{display:block;font-size:26px}.bar{background:#0969da;height:12px;border-radius:2px}
 .r-met,.r-not-met,.r-unknown,.r-manual,.x-met,.x-not-met{white-space:nowrap}
@@ -83,6 +83,15 @@ th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ev{font-family:ui-monospace,monospace;font-size:12px;color:#57606a}.changed{background:#ddf4ff;border-color:#54aeff}
 details{margin:4px 0}summary{cursor:pointer}
 """
+
+
+def _washout_label(trial: Trial, r: PatientResult, cid: str) -> str:
+    """The drug to stop: its name, or the drug class and dose when the rule is a dose."""
+    o = r.criteria[cid]
+    if isinstance(o.value, str):
+        return o.value
+    label = trial.criterion(cid).params.get("label", cid)
+    return f"{label} {_value(o)}".strip()
 
 
 def _result_cell(ctype: str, result: str) -> str:
@@ -130,12 +139,12 @@ def report_html(
     shortlist = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
     out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>Status</th><th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
     for r in shortlist:
-        todo = [c.id for c in trial.criteria if r.criteria[c.id].result == "unknown" and not c.washout]
-        washouts = [r.criteria[c.id].value or c.id for c in trial.criteria if c.washout and r.criteria[c.id].result == "met"]
+        todo = to_obtain(trial, r.criteria)
+        washouts = [_washout_label(trial, r, cid) for cid in washouts_due(trial, r.criteria)]
         manual = sum(1 for c in trial.criteria if r.criteria[c.id].result == "manual")
         badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
         out.append(
-            f"<tr><td><a href='#{escape(r.patient)}'>{escape(r.patient)}</a>{badge}</td><td class='s-{r.status}'>{escape(r.status)}</td>"
+            f"<tr><td class='nowrap'><a href='#{escape(r.patient)}'>{escape(r.patient)}</a>{badge}</td><td class='s-{r.status}'>{escape(r.status)}</td>"
             f"<td>{escape(', '.join(todo))}</td><td>{escape(', '.join(str(w) for w in washouts))}</td><td class='num'>{manual}</td></tr>"
         )
     out.append("</table>")
@@ -147,8 +156,7 @@ def report_html(
             out.append("<p class='meta'>None.</p>")
         for r in group:
             badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
-            todo = [c.id for c in trial.criteria if r.criteria[c.id].result == "unknown" and not c.washout]
-            washouts = [c.id for c in trial.criteria if c.washout and r.criteria[c.id].result == "met"]
+            todo, washouts = to_obtain(trial, r.criteria), washouts_due(trial, r.criteria)
             notes = []
             if todo:
                 notes.append("missing data: " + ", ".join(todo))

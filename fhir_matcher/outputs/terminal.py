@@ -36,9 +36,12 @@ class Progress:
         self.stream.flush()
 
 
-def summary_text(trial: Trial, results: Sequence[PatientResult], problems: int, extra: Sequence[str] = ()) -> str:
+def summary_text(trial: Trial, results: Sequence[PatientResult], problems: int, extra: Sequence[str] = (), outside: int = 0) -> str:
     counts = Counter(r.status for r in results)
-    lines = [f"Screened {len(results)} patients for {trial.id}:"]
+    if outside:
+        lines = [f"Screened {len(results) + outside} patients for {trial.id}; {len(results)} with a target diagnosis evaluated:"]
+    else:
+        lines = [f"Screened {len(results)} patients for {trial.id}:"]
     for s in STATUSES:
         lines.append(f"  {s:<20} {counts.get(s, 0):>6}")
     reasons = ineligibility_reasons(trial, results).most_common(5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, PatientResult, deciding
+from ..engine.evaluate import INELIGIBLE, PatientResult, deciding, to_obtain, washouts_due
 from ..fhirjson import as_dict, as_list, as_str, normalize_reference
 from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
@@ -23,8 +23,7 @@ def subject_reason(trial: Trial, result: PatientResult) -> str:
     """One line for ResearchSubject: why ineligible, or what is left to do."""
     if result.status == INELIGIBLE:
         return "; ".join(f"{cid}: {result.criteria[cid].reason}" for cid in deciding(trial, result.criteria))
-    todo = [c.id for c in trial.criteria if result.criteria[c.id].result == "unknown" and not c.washout]
-    washouts = [c.id for c in trial.criteria if c.washout and result.criteria[c.id].result == "met"]
+    todo, washouts = to_obtain(trial, result.criteria), washouts_due(trial, result.criteria)
     parts = []
     if todo:
         parts.append("data to obtain: " + ", ".join(todo))
@@ -93,5 +92,3 @@ class WriteBack:
             self.written += len(part)
         return len(entries)
 
-
-SHORTLIST = (CANDIDATE, POTENTIAL)
