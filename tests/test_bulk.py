@@ -83,3 +83,24 @@ def test_type_filters(trial):
 
     assert type_filters(trial, date(2026, 11, 24), None, ["Observation"]) == []  # HIV tests look at any date
     assert type_filters(trial, date(2026, 11, 24), "s|c", ["Patient", "Observation"]) == ["Patient?_tag=s|c", "Observation?_tag=s|c"]
+
+
+def test_group_export(hapi, tmp_path):
+    """Group/<id>/$export: only the group's members are exported and screened."""
+    import requests
+
+    assert main(["load", "--server", hapi.base_url, str(DEMO), "-q", "--tag", TAG, "--id-prefix", PREFIX]) == 0
+    members = ["demo-01", "demo-02", "demo-30"]
+    group = {"resourceType": "Group", "id": f"{PREFIX}trial-group", "type": "person", "actual": True,
+             "member": [{"entity": {"reference": f"Patient/{PREFIX}{m}"}} for m in members]}
+    r = requests.put(f"{hapi.base_url}/Group/{group['id']}", json=group, headers={"Content-Type": "application/fhir+json"}, timeout=30)
+    assert r.status_code in (200, 201), r.text
+    out = tmp_path / "group"
+    assert main(["screen", "--source", hapi.base_url, "--bulk-group", group["id"], "--bulk-poll-max", "2", "--as-of", "2026-11-24", "--out", str(out), "-q"]) == 0
+    got = rows(out, PREFIX)
+    files = tmp_path / "files"
+    assert main(["screen", "--source", str(DEMO), "--as-of", "2026-11-24", "--out", str(files), "-q"]) == 0
+    want = rows(files)
+    assert set(got) == {f"Patient/{m}" for m in members} & set(want)
+    for p in got:
+        assert got[p]["criteria"] == want[p]["criteria"], p
