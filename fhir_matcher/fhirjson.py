@@ -70,11 +70,6 @@ def concept_label(concept: Any) -> str:
     return "(uncoded)"
 
 
-def code_in(concept: Any, system_codes: set[str]) -> bool:
-    """True when any coding's code (any system) is one of ``system_codes``."""
-    return any(c.code in system_codes for c in codings(concept) if c.code)
-
-
 # ---------------------------------------------------------------- dates
 
 
