@@ -64,7 +64,7 @@ def test_strength_needs_one_unambiguous_number():
 
 @pytest.mark.parametrize("d, med, why", [
     (dosage(10), {}, "frequency"),
-    (dosage(freq=1, period=1, period_unit="d", text="10mg bid"), {}, "dose"),
+    (dosage(freq=1, period=1, period_unit="d", text="10mg per the note"), {}, "free text"),
     (dosage(2, unit="tablet", freq=1, period=1, period_unit="d"), {"text": "prednisone"}, "strength"),
     (dosage(10, unit="puffs", freq=1, period=1, period_unit="d"), {}, "unit"),
 ])
@@ -75,3 +75,22 @@ def test_unknown_doses_say_why(units, d, med, why):
 
 def test_no_dosage(units):
     assert daily_dose_mg((), {}, units) == (None, "no dosage recorded")
+
+
+@pytest.mark.parametrize("text, med, expected", [
+    ("10 mg bid", {}, 20),
+    ("Prednisone 7.5mg once daily", {}, 7.5),
+    ("40 mg every 12 hours", {}, 80),
+    ("每日两次，每次4mg", {}, 8),
+    ("一日1次 每次2片", {"text": "甲泼尼龙片 4mg"}, 8),
+    ("1 g daily", {}, 1000),
+])
+def test_dose_from_free_text(units, text, med, expected):
+    mg, why = daily_dose_mg(({"text": text},), med, units)
+    assert mg == pytest.approx(expected), why
+
+
+@pytest.mark.parametrize("text", ["as directed", "10 mg", "bid", "10 mg bid or 20 mg tid", "5 mg then 10 mg daily"])
+def test_free_text_without_certainty_stays_unknown(units, text):
+    mg, why = daily_dose_mg(({"text": text},), {}, units)
+    assert mg is None and why

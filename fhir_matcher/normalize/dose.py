@@ -3,7 +3,9 @@
 dose (doseQuantity, or the high end of doseRange) x administrations per day (Timing.repeat
 frequency per period, or a Timing.code such as BID), summed over the Dosage entries. A dose
 in tablets is multiplied by the strength written in the drug's name ("甲泼尼龙片 4mg",
-"prednisone 10 MG Oral Tablet"). Anything missing gives None with the reason; never a guess.
+"prednisone 10 MG Oral Tablet"). A Dosage with text only is read when it states exactly one
+dose and one frequency ("10 mg bid", "每日两次，每次4mg"). Anything missing or ambiguous gives
+None with the reason; never a guess.
 """
 
 from __future__ import annotations
@@ -62,6 +64,39 @@ def strength_mg(medication: Any) -> float | None:
     return None
 
 
+# Dosage.text as hospitals write it: "10 mg bid", "8mg once daily", "每日两次，每次4mg", "一日1次 每次2片".
+_CN_NUMBER = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4}
+_TEXT_DOSE = re.compile(r"(?:每次|单次)?\s*(\d+(?:\.\d+)?)\s*(mg|毫克|g|克|mcg|ug|µg|片|粒|tab(?:let)?s?)(?![a-z])", re.I)
+_TEXT_FREQ = [
+    (re.compile(r"\b(qd|od|once (?:a )?daily|once a day|daily|every day|qam|qpm|qhs)\b", re.I), lambda m: 1.0),
+    (re.compile(r"\b(bid|b\.i\.d\.|twice (?:a )?daily|twice a day)\b", re.I), lambda m: 2.0),
+    (re.compile(r"\b(tid|t\.i\.d\.|three times (?:a )?daily|three times a day)\b", re.I), lambda m: 3.0),
+    (re.compile(r"\b(qid|q\.i\.d\.|four times (?:a )?daily|four times a day)\b", re.I), lambda m: 4.0),
+    (re.compile(r"\b(?:q|every\s*)(\d+)\s*(?:h|hr|hrs|hours?)\b", re.I), lambda m: 24.0 / float(m.group(1))),
+    (re.compile(r"\bqod\b|every other day", re.I), lambda m: 0.5),
+    (re.compile(r"(?:每日|每天|一日|1日)\s*([一二两三四1-4])\s*次"), lambda m: float(_CN_NUMBER.get(m.group(1), m.group(1)))),
+    (re.compile(r"隔日"), lambda m: 0.5),
+]
+
+
+def dose_from_text(text: str, medication: Any, units: UnitSystem) -> tuple[float | None, str]:
+    """mg per day from a free-text dosage, only when both dose and frequency are written."""
+    doses = _TEXT_DOSE.findall(text)
+    freqs = [fn(m) for pattern, fn in _TEXT_FREQ for m in [pattern.search(text)] if m]
+    if len(doses) != 1 or len({f for f in freqs}) != 1:
+        return None, "dose only as free text, not read with certainty"
+    value, unit = float(doses[0][0]), doses[0][1].lower()
+    if unit in ("片", "粒") or unit.startswith("tab"):
+        strength = strength_mg(medication)
+        if strength is None:
+            return None, "dose in tablets and no strength in the drug name"
+        return value * strength * freqs[0], ""
+    try:
+        return units.to_mg(value, {"毫克": "mg", "克": "g", "µg": "ug"}.get(unit, unit), None) * freqs[0], ""
+    except UnitError as e:
+        return None, f"dose unit: {e}"
+
+
 def daily_dose_mg(dosages: tuple[Json, ...], medication: Any, units: UnitSystem) -> tuple[float | None, str]:
     """Total mg per day, or None and why it cannot be known."""
     if not dosages:
@@ -70,7 +105,14 @@ def daily_dose_mg(dosages: tuple[Json, ...], medication: Any, units: UnitSystem)
     for dosage in dosages:
         q = _dose_quantity(dosage)
         if not q:
-            return None, "no dose quantity" + (" (dose only as text)" if as_str(dosage.get("text")) else "")
+            text = as_str(dosage.get("text"))
+            if not text:
+                return None, "no dose quantity"
+            mg, why = dose_from_text(text, medication, units)
+            if mg is None:
+                return None, why
+            total += mg
+            continue
         value = as_number(q.get("value"))
         if value is None:
             return None, "dose quantity has no numeric value"
