@@ -59,6 +59,16 @@ def washouts_due(trial: Trial, results: dict[str, Outcome]) -> list[str]:
     return [c.id for c in trial.criteria if c.washout and results[c.id].result == MET]
 
 
+def still_to_do(trial: Trial, results: dict[str, Outcome]) -> list[str]:
+    """What stands between a (potential) candidate and enrolment, as short phrases."""
+    notes = []
+    if todo := to_obtain(trial, results):
+        notes.append("data to obtain: " + ", ".join(todo))
+    if washouts := washouts_due(trial, results):
+        notes.append("washout needed: " + ", ".join(washouts))
+    return notes
+
+
 def status_of(trial: Trial, results: dict[str, Outcome]) -> str:
     if deciding(trial, results):
         return INELIGIBLE

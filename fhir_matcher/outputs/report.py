@@ -9,7 +9,7 @@ from datetime import date
 from html import escape
 from typing import Any, Sequence
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, PatientResult, deciding, to_obtain, washouts_due
+from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, PatientResult, deciding, still_to_do, to_obtain, washouts_due
 from ..trial import Trial
 
 
@@ -156,12 +156,7 @@ def report_html(
             out.append("<p class='meta'>None.</p>")
         for r in group:
             badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
-            todo, washouts = to_obtain(trial, r.criteria), washouts_due(trial, r.criteria)
-            notes = []
-            if todo:
-                notes.append("missing data: " + ", ".join(todo))
-            if washouts:
-                notes.append("washout needed: " + ", ".join(washouts))
+            notes = still_to_do(trial, r.criteria)
             out.append(f"<h3 id='{escape(r.patient)}'>{escape(r.patient)} <span class='badge s-{r.status}'>{escape(r.status)}</span>{badge}</h3>")
             if notes:
                 out.append(f"<div class='meta'>{escape('; '.join(notes))}</div>")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..engine.evaluate import INELIGIBLE, PatientResult, deciding, to_obtain, washouts_due
+from ..engine.evaluate import INELIGIBLE, PatientResult, deciding, still_to_do
 from ..fhirjson import as_dict, as_list, as_str, normalize_reference
 from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
@@ -23,14 +23,7 @@ def subject_reason(trial: Trial, result: PatientResult) -> str:
     """One line for ResearchSubject: why ineligible, or what is left to do."""
     if result.status == INELIGIBLE:
         return "; ".join(f"{cid}: {result.criteria[cid].reason}" for cid in deciding(trial, result.criteria))
-    todo, washouts = to_obtain(trial, result.criteria), washouts_due(trial, result.criteria)
-    parts = []
-    if todo:
-        parts.append("data to obtain: " + ", ".join(todo))
-    if washouts:
-        parts.append("washout needed: " + ", ".join(washouts))
-    parts.append("manual checks remain")
-    return "; ".join(parts)
+    return "; ".join([*still_to_do(trial, result.criteria), "manual checks remain"])
 
 
 class WriteBack:
