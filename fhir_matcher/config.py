@@ -33,11 +33,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from .trial import Trial, TrialError
+from .trial import Trial, TrialError, read_toml
 
 KNOWN = {
     "server": {"url", "timeout", "retries", "workers", "ca_bundle", "tag"},
@@ -58,12 +57,7 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable TOML config ({e})") from None
+    data = read_toml(path, "config", ConfigError)
     for section, value in data.items():
         if section not in KNOWN:
             raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(KNOWN)})")

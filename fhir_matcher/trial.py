@@ -133,14 +133,19 @@ def _valueset_ids(c: Criterion) -> set[str]:
     return ids
 
 
+def read_toml(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or unreadable file raises ``error`` naming it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise error(f"{path}: not a readable TOML {what} ({e})") from None
+
+
 def load_trial(path: str | Path | None = None) -> Trial:
     path = Path(path) if path else default_trial_path()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TrialError(f"{path}: trial definition not found") from None
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise TrialError(f"{path}: not a readable TOML trial definition ({e})") from None
+    data = read_toml(path, "trial definition", TrialError)
     meta = data.get("trial", {})
     if not meta.get("id"):
         raise TrialError(f"{path}: [trial] id is required")

@@ -31,6 +31,10 @@ class Outcome:
             out["unit"] = self.unit
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Outcome":
+        return cls(data["result"], data["reason"], data.get("evidence", []), data.get("value"), data.get("unit"))
+
 
 class Context:
     def __init__(self, record: PatientRecord, trial: Trial, as_of: date, units: UnitSystem):

@@ -27,13 +27,20 @@ class PatientResult:
     criteria: dict[str, Outcome]
     recheck_on: date | None = None  # the first day the result may change with time alone
 
+    def criteria_json(self) -> dict[str, Any]:
+        return {cid: o.to_json() for cid, o in self.criteria.items()}
+
+    @staticmethod
+    def criteria_from_json(data: dict[str, Any]) -> dict[str, Outcome]:
+        return {cid: Outcome.from_json(o) for cid, o in data.items()}
+
     def to_json(self, trial: Trial, as_of: date) -> dict[str, Any]:
         return {
             "patient": self.patient,
             "status": self.status,
             "trial": trial.id,
             "as_of": as_of.isoformat(),
-            "criteria": {cid: o.to_json() for cid, o in self.criteria.items()},
+            "criteria": self.criteria_json(),
         }
 
 

@@ -28,7 +28,7 @@ from typing import Iterator
 import orjson
 
 from ..engine.cohort import cohort_valuesets, in_cohort
-from ..engine.evaluate import Outcome, PatientResult, evaluate
+from ..engine.evaluate import PatientResult, evaluate
 from ..sources.files import FileSource, input_files
 from ..sources.record import RecordBuilder
 from ..trial import Trial, load_trial
@@ -150,7 +150,7 @@ def screen_spark(source: str, trial: Trial, as_of: date, master: str | None = No
         out = []
         for rec in b.records():
             r = evaluate(rec, t, as_of)
-            out.append((r.patient, r.status, orjson.dumps({k: o.to_json() for k, o in r.criteria.items()}).decode(),
+            out.append((r.patient, r.status, orjson.dumps(r.criteria_json()).decode(),
                         orjson.dumps([str(p) for p in b.problems]).decode()))
         return pd.DataFrame(out, columns=["patient", "status", "result", "problems"])
 
@@ -159,8 +159,7 @@ def screen_spark(source: str, trial: Trial, as_of: date, master: str | None = No
     results_df = in_cohort_rows.groupBy("patient").applyInPandas(evaluate_group, RESULT_SCHEMA)
     results = []
     for row in results_df.toLocalIterator():
-        criteria = {k: Outcome(v["result"], v["reason"], v.get("evidence", []), v.get("value"), v.get("unit")) for k, v in orjson.loads(row.result).items()}
-        results.append(PatientResult(row.patient, row.status, criteria))
+        results.append(PatientResult(row.patient, row.status, PatientResult.criteria_from_json(orjson.loads(row.result))))
         problems += [p for p in orjson.loads(row.problems) if "medication" not in p]
     results.sort(key=lambda r: r.patient)
     data.unpersist()

@@ -22,8 +22,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, SHORTLIST, PatientResult, evaluate
-from ..engine.context import Outcome
+from ..engine.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
 from ..outputs.files import write_outputs, write_run_json
 from ..outputs.writeback import WriteBack, subject_reason
 from ..rest.client import FhirClient
@@ -52,13 +51,12 @@ def trial_digest(trial: Trial) -> str:
 
 
 def result_digest(result: PatientResult) -> str:
-    data = {"status": result.status, "criteria": {k: o.to_json() for k, o in result.criteria.items()}}
+    data = {"status": result.status, "criteria": result.criteria_json()}
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _from_state(p: PatientState) -> PatientResult:
-    criteria = {k: Outcome(v["result"], v["reason"], v.get("evidence", []), v.get("value"), v.get("unit")) for k, v in p.result["criteria"].items()}
-    return PatientResult(p.patient, p.status, criteria, p.recheck_on)
+    return PatientResult(p.patient, p.status, PatientResult.criteria_from_json(p.result["criteria"]), p.recheck_on)
 
 
 def _server_instant(client: FhirClient) -> datetime:
@@ -158,7 +156,7 @@ def run_night(
         if status and (w_digest != already or (why_full and on_server.get(key) != status)):
             to_write.append((r, status, reason))
         new_state.append(PatientState(key, r.status, result_digest(r), r.recheck_on, as_of,
-                                      {"criteria": {k: o.to_json() for k, o in r.criteria.items()}},
+                                      {"criteria": r.criteria_json()},
                                       status or (before.written_status if before else None), w_digest or (before.written_digest if before else None)))
     written = wb.write(study, to_write)
 
@@ -177,7 +175,7 @@ def run_night(
         "new_candidates": new_candidates,
         "dropped": dropped,
         "written": written,
-        "statuses": {s: sum(1 for r in ordered if r.status == s) for s in (CANDIDATE, POTENTIAL, INELIGIBLE)},
+        "statuses": {s: sum(1 for r in ordered if r.status == s) for s in STATUSES},
         "errors": len(problems),
         "problems": problems,
         "http": client.transport.cost.to_json(),

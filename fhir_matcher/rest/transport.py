@@ -42,6 +42,10 @@ class Cost:
             self.bytes += n_bytes
             self.retries += retry
 
+    def add_bytes(self, n_bytes: int) -> None:
+        with self._lock:
+            self.bytes += n_bytes
+
     def to_json(self) -> dict[str, int]:
         return {"requests": self.requests, "bytes": self.bytes, "retries": self.retries}
 
@@ -113,7 +117,7 @@ class Transport:
                 delay = self._delay(attempt, None)
                 log.warning("%s %s: %s; retrying in %.1fs", method, _path(url), type(e).__name__, delay)
             else:
-                self.cost.add(len(resp.content or b""), retry)
+                self.cost.add(0 if kwargs.get("stream") else len(resp.content or b""), retry)  # streamed: the caller counts
                 if resp.status_code == 401 and not renewed and hasattr(self.auth, "invalidate"):
                     self.auth.invalidate()  # an expired or revoked token: fetch a new one, once
                     renewed = True
@@ -126,31 +130,31 @@ class Transport:
             attempt += 1
 
     def download(self, url: str, dest: Path, *, headers: dict[str, str], with_auth: bool) -> int:
-        """Stream ``url`` into ``dest`` (created owner-only), with the same retries; returns bytes."""
-        auth = self.auth if with_auth else None
+        """Stream ``url`` into ``dest`` (created owner-only), with the same retries; returns bytes.
+
+        ``request`` retries the connection and 429/5xx answers; a body cut off while
+        streaming is fetched again here.
+        """
         for attempt in range(self.retries + 1):
-            written = 0
-            try:
-                with self.session.get(url, headers=headers, auth=auth, stream=True, timeout=self.timeout, verify=self.verify) as resp:
-                    if resp.status_code in RETRY_STATUSES and attempt < self.retries:
-                        self.cost.add(0, attempt > 0)
-                        self.sleep(self._delay(attempt, retry_after(resp)))
-                        continue
-                    if resp.status_code != 200:
-                        self.cost.add(0, attempt > 0)
-                        raise TransportError(f"GET {_path(url)}: HTTP {resp.status_code}")
+            resp = self.request("GET", url, headers=headers, auth=self.auth if with_auth else None, stream=True)
+            with resp:
+                if resp.status_code != 200:
+                    raise TransportError(f"GET {_path(url)}: HTTP {resp.status_code}")
+                written = 0
+                try:
                     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                     with os.fdopen(fd, "wb") as fh:
                         for chunk in resp.iter_content(chunk_size=1 << 20):
                             fh.write(chunk)
                             written += len(chunk)
-                self.cost.add(written, attempt > 0)
-                return written
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                self.cost.add(written, attempt > 0)
-                if attempt >= self.retries:
-                    raise TransportError(f"GET {_path(url)}: {_short(e)} (after {attempt + 1} attempts)") from None
-                self.sleep(self._delay(attempt, None))
+                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+                    self.cost.add_bytes(written)
+                    if attempt >= self.retries:
+                        raise TransportError(f"GET {_path(url)}: {_short(e)} (after {attempt + 1} attempts)") from None
+                    self.sleep(self._delay(attempt, None))
+                    continue
+            self.cost.add_bytes(written)
+            return written
         raise TransportError(f"GET {_path(url)}: gave up")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:

@@ -161,11 +161,9 @@ class RestSource:
         probe = self._tagged(Search("MedicationAdministration").count(self.page_size).include("MedicationAdministration:medication"))
         return [s.params[-1][1].split(",") for s in probe.chunked("patient", ids, self.max_url, self.client.base)]
 
-    def _searches(self, batch: list[str]) -> list[Search]:
+    def _searches(self, batch: list[str], types: list[str]) -> list[Search]:
         out = [self._tagged(Search("Patient").where(_id=batch).count(self.page_size))]
-        for rtype in sorted(needed_types(self.trial)):
-            if not self._supports(rtype):
-                continue
+        for rtype in types:
             s = self._tagged(Search(rtype).where(patient=batch).count(self.page_size))
             if rtype in MEDICATION_TYPES:
                 s = s.include(f"{rtype}:medication")
@@ -173,10 +171,12 @@ class RestSource:
         return out
 
     def fetch(self, ids: list[str], progress: Callable[[int, int], None] | None = None) -> None:
-        for rtype in sorted(needed_types(self.trial)):
+        types = sorted(needed_types(self.trial))
+        for rtype in types:
             if not self._supports(rtype):
                 self.notes.append(f"the server does not support {rtype}; criteria reading it will be unknown")
-        tasks = [s for batch in self._batches(ids) for s in self._searches(batch)]
+        types = [t for t in types if self._supports(t)]
+        tasks = [s for batch in self._batches(ids) for s in self._searches(batch, types)]
         done = 0
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             for resources in pool.map(lambda s: list(self.client.search(s)), tasks):
