@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .normalize.units import Conversion, QuantitySpec, default_units
 from .terminology.valuesets import ValueSetError, ValueSetLibrary, normalize_text
@@ -39,6 +39,12 @@ class Criterion:
     @property
     def manual(self) -> bool:
         return self.kind == "manual"
+
+    def walk(self) -> Iterator["Criterion"]:
+        """This criterion and every rule nested in it, depth first."""
+        yield self
+        for r in self.rules:
+            yield from r.walk()
 
 
 @dataclass
