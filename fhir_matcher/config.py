@@ -88,7 +88,7 @@ def apply_windows(trial: Trial, windows: dict[str, Any]) -> None:
         criterion = by_id.get(cid)
         if criterion is None:
             raise TrialError(f"[windows] names an unknown criterion: {cid}")
-        targets = [c for c in [criterion, *criterion.rules] if "window_days" in c.params or "window_months" in c.params]
+        targets = [c for c in criterion.walk() if "window_days" in c.params or "window_months" in c.params]
         if not targets:
             raise TrialError(f"[windows] {cid}: that criterion has no window")
         m = _WINDOW.match(str(spec))

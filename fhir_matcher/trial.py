@@ -1,8 +1,8 @@
 """Trial definitions: criteria, value sets, quantities and dose equivalents, read from TOML.
 
 The code knows kinds of criteria; a trial is a file naming them with their parameters (see
-docs/trial-definition.md). ``load_trial`` checks the file before any patient is screened, so
-a typo fails at start with the file and criterion named.
+fhir_matcher/trials/README.md). ``load_trial`` checks the file before any patient is screened
+(trial_schema), so every mistake is reported at start with the file, criterion and field named.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from .normalize.units import QuantitySpec, UnitError, default_units
+from .normalize.units import Conversion, QuantitySpec, default_units
 from .terminology.valuesets import ValueSetError, ValueSetLibrary, normalize_text
+from .trial_schema import VALUESET_PARAMS, Problem, check_criterion, check_quantity
 
 INCLUSION, EXCLUSION = "inclusion", "exclusion"
+KNOWN_SECTIONS = {"trial", "terminology", "quantities", "dose_equivalents", "criteria", "report"}
 
 
 class TrialError(Exception):
@@ -32,11 +34,17 @@ class Criterion:
     protocol: str = ""
     washout: bool = False
     params: dict[str, Any] = field(default_factory=dict)
-    rules: list["Criterion"] = field(default_factory=list)  # for kind any-of
+    rules: list["Criterion"] = field(default_factory=list)  # for the logic kinds (any-of, all-of ...)
 
     @property
     def manual(self) -> bool:
         return self.kind == "manual"
+
+    def walk(self) -> Iterator["Criterion"]:
+        """This criterion and every rule nested in it, depth first."""
+        yield self
+        for r in self.rules:
+            yield from r.walk()
 
 
 @dataclass
@@ -56,6 +64,7 @@ class Trial:
     negative_results: str
     conditions: list[dict[str, str]]  # for ResearchStudy.condition
     valuesets: ValueSetLibrary
+    washout_note: str = "drugs to stop before the study treatment"  # [report] washout_note
 
     def criterion(self, cid: str) -> Criterion:
         return next(c for c in self.criteria if c.id == cid)
@@ -72,44 +81,17 @@ def default_trial_path() -> Path:
     return Path(__file__).resolve().parent / "trials" / "cd19-baff-car-t.toml"
 
 
-# Parameters each kind requires (checked at load time).
-KINDS: dict[str, set[str]] = {
-    "age": {"older_than_years"},
-    "condition": {"valuesets"},
-    "treatment-history": {"classes", "min_classes", "min_months"},
-    "manual": set(),
-    "lab": {"valueset", "quantity", "op", "threshold", "window_days"},
-    "lab-uln": {"tests", "quantity", "multiple", "default_uln", "window_days"},
-    "test-result": {"valueset"},
-    "exposure": {"valuesets"},
-    "deceased": set(),
-    "any-of": set(),
-}
-_VALUESET_PARAMS = ("valuesets", "valueset", "tests", "possible_valuesets")
-
-
-def _criterion(raw: dict[str, Any], where: str, parent_type: str | None = None) -> Criterion:
-    cid = raw.get("id") or (f"{parent_type}-rule" if parent_type else None)
-    if not cid:
-        raise TrialError(f"{where}: a criterion has no id")
-    kind = raw.get("kind")
-    if kind not in KINDS:
-        raise TrialError(f"{where}: criterion {cid}: unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+def _criterion(raw: dict[str, Any], parent_type: str | None = None, index: int = 0) -> Criterion:
+    """A checked ``[[criteria]]`` table (see trial_schema) as a Criterion, rules included."""
+    cid = raw.get("id") or f"{parent_type}-rule-{index}"
     ctype = raw.get("type", parent_type)
-    if ctype not in (INCLUSION, EXCLUSION):
-        raise TrialError(f"{where}: criterion {cid}: type must be 'inclusion' or 'exclusion'")
-    missing = KINDS[kind] - raw.keys()
-    if missing:
-        raise TrialError(f"{where}: criterion {cid} ({kind}): missing {', '.join(sorted(missing))}")
     reserved = {"id", "type", "kind", "title", "protocol", "washout", "rules"}
     params = {k: v for k, v in raw.items() if k not in reserved}
-    rules = [_criterion(r, f"{where} {cid}", ctype) for r in raw.get("rules", [])]
-    if kind == "any-of" and not rules:
-        raise TrialError(f"{where}: criterion {cid}: any-of needs [[...rules]]")
+    rules = [_criterion(r, ctype, i) for i, r in enumerate(raw.get("rules", []), 1)]
     return Criterion(
         id=cid,
         type=ctype,
-        kind=kind,
+        kind=raw["kind"],
         title=raw.get("title", cid),
         protocol=str(raw.get("protocol", "")),
         washout=bool(raw.get("washout", False)),
@@ -120,7 +102,7 @@ def _criterion(raw: dict[str, Any], where: str, parent_type: str | None = None) 
 
 def _valueset_ids(c: Criterion) -> set[str]:
     ids: set[str] = set()
-    for key in _VALUESET_PARAMS:
+    for key in VALUESET_PARAMS:
         v = c.params.get(key)
         if isinstance(v, str):
             ids.add(v)
@@ -143,46 +125,82 @@ def read_toml(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
         raise error(f"{path}: not a readable TOML {what} ({e})") from None
 
 
+class TrialProblems(TrialError):
+    """Several problems in one trial file; ``problems`` holds each rendered message."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems) if len(problems) < 2 else f"{len(problems)} problems:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def _quantity_spec(name: str, raw: dict[str, Any]) -> QuantitySpec:
+    return QuantitySpec(
+        name,
+        raw["unit"],
+        raw.get("molar_mass"),
+        int(raw.get("decimals", 2)),
+        tuple((k, v) for k, v in raw.get("equivalent_units", {}).items()),
+        tuple(Conversion(c["from"], float(c["scale"]), float(c.get("offset", 0.0)), c.get("decimals")) for c in raw.get("conversions", [])),
+    )
+
+
 def load_trial(path: str | Path | None = None) -> Trial:
+    """Read and check a trial file; every problem found is reported at once (TrialProblems)."""
     path = Path(path) if path else default_trial_path()
     data = read_toml(path, "trial definition", TrialError)
+    where = str(path)
+    problems: list[Problem] = []
     meta = data.get("trial", {})
-    if not meta.get("id"):
-        raise TrialError(f"{path}: [trial] id is required")
+    if not isinstance(meta, dict) or not meta.get("id"):
+        problems.append(Problem("", "[trial] id", "required"))
+        meta = meta if isinstance(meta, dict) else {}
     library = ValueSetLibrary()
     dirs = [bundled_valuesets_dir()] + [(path.parent / d).resolve() for d in meta.get("valueset_dirs", [])]
-    try:
-        for d in dirs:
-            if d.is_dir():
-                library.load_dir(d)
-    except ValueSetError as e:
-        raise TrialError(str(e)) from None
-    quantities = {}
-    for name, spec in data.get("quantities", {}).items():
-        quantities[name] = QuantitySpec(name, spec["unit"], spec.get("molar_mass"), int(spec.get("decimals", 2)))
-        try:  # check the units parse now, not on the first patient
-            default_units().convert(1.0, spec["unit"], None, quantities[name])
-        except (UnitError, KeyError) as e:
-            raise TrialError(f"{path}: quantity {name}: {e}") from None
-    criteria = [_criterion(c, str(path)) for c in data.get("criteria", [])]
-    if not criteria:
-        raise TrialError(f"{path}: no [[criteria]]")
-    ids = [c.id for c in criteria]
-    dupes = {i for i in ids if ids.count(i) > 1}
-    if dupes:
-        raise TrialError(f"{path}: duplicate criterion id(s): {', '.join(sorted(dupes))}")
+    for d in dirs:
+        if not d.is_dir():
+            if d != dirs[0]:
+                problems.append(Problem("", "[trial] valueset_dirs", f"{d} is not a folder"))
+            continue
+        try:
+            library.load_dir(d)
+        except ValueSetError as e:
+            problems.append(Problem("", "value sets", str(e)))
+    units = default_units()
+    raw_quantities = data.get("quantities", {})
+    quantities: dict[str, QuantitySpec] = {}
+    for name, spec in (raw_quantities.items() if isinstance(raw_quantities, dict) else []):
+        found = check_quantity(name, spec, units.check)
+        problems += found
+        if not found:
+            quantities[name] = _quantity_spec(name, spec)
+    raw_criteria = data.get("criteria", [])
+    if not isinstance(raw_criteria, list) or not raw_criteria:
+        problems.append(Problem("", "[[criteria]]", "none defined"))
+        raw_criteria = []
+    names = set(raw_quantities) if isinstance(raw_quantities, dict) else set()
+    for i, raw in enumerate(raw_criteria, 1):
+        name = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else f"#{i}"
+        problems += check_criterion(raw, name, names)
+    ids = [raw.get("id") for raw in raw_criteria if isinstance(raw, dict)]
+    for dupe in sorted({i for i in ids if i and ids.count(i) > 1}):
+        problems.append(Problem(dupe, "id", "used by more than one criterion"))
     doses = data.get("dose_equivalents", {})
     terms = data.get("terminology", {})
-    needed = set().union(*(_valueset_ids(c) for c in criteria))
-    needed |= {v for k, v in terms.items() if k.endswith("valueset")}
+    for key in sorted(set(data) - KNOWN_SECTIONS):
+        problems.append(Problem("", f"[{key}]", f"unknown section (known: {', '.join(sorted(KNOWN_SECTIONS))})"))
+    if problems:
+        raise TrialProblems([p.render(where) for p in problems])
+    criteria = [_criterion(c) for c in raw_criteria]
+    missing_sets = []
     for c in criteria:
-        for q in [c.params.get("quantity")] + [r.params.get("quantity") for r in c.rules]:
-            if q and q not in quantities:
-                raise TrialError(f"{path}: criterion {c.id}: quantity {q!r} is not defined in [quantities]")
-    try:
-        library.require(needed)
-    except ValueSetError as e:
-        raise TrialError(f"{path}: {e} (looked in {', '.join(str(d) for d in dirs)})") from None
+        for vs in sorted(_valueset_ids(c) - set(library.valuesets)):
+            missing_sets.append(Problem(c.id, "value set", f"{vs!r} not found (looked in {', '.join(str(d) for d in dirs)})"))
+    for k, v in terms.items():
+        if k.endswith("valueset") and v not in library.valuesets:
+            missing_sets.append(Problem("", f"[terminology] {k}", f"{v!r} not found"))
+    if missing_sets:
+        raise TrialProblems([p.render(where) for p in missing_sets])
+    report = data.get("report", {})
     return Trial(
         id=meta["id"],
         title=meta.get("title", meta["id"]),
@@ -199,4 +217,5 @@ def load_trial(path: str | Path | None = None) -> Trial:
         negative_results=terms.get("negative_valueset", "result-negative"),
         conditions=meta.get("conditions", []),
         valuesets=library,
+        washout_note=report.get("washout_note", "drugs to stop before the study treatment"),
     )

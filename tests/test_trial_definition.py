@@ -74,10 +74,10 @@ def test_second_trial_needs_a_file_not_code(second_trial):
 
 @pytest.mark.parametrize("edit, message", [
     (("kind = \"lab\"", "kind = \"labb\""), "unknown kind 'labb'"),
-    (("threshold = 120\n", ""), "missing threshold"),
-    (("site-diabetes", "no-such-set"), "value set(s) not found: no-such-set"),
-    (("quantity = \"creatinine\"", "quantity = \"urea\""), "quantity 'urea' is not defined"),
-    (("id = \"adult\"", "id = \"kidneys\""), "duplicate criterion id"),
+    (("threshold = 120\n", ""), "criterion kidneys: threshold: required with op"),
+    (("site-diabetes", "no-such-set"), "value set: 'no-such-set' not found"),
+    (("quantity = \"creatinine\"", "quantity = \"urea\""), "criterion kidneys: quantity: 'urea' is not defined"),
+    (("id = \"adult\"", "id = \"kidneys\""), "criterion kidneys: id: used by more than one criterion"),
     (("[trial]", "[trial"), "not a readable TOML"),
 ])
 def test_bad_definitions_fail_with_the_file_named(tmp_path, edit, message):

@@ -2,13 +2,21 @@
 
 import pytest
 
-from fhir_matcher.normalize.units import QuantitySpec, UnitError, UnitSystem
+from fhir_matcher.normalize.units import Conversion, QuantitySpec, UnitError, UnitSystem
 
 CELLS = QuantitySpec("cell count", "10^9/L")
 HB = QuantitySpec("hemoglobin", "g/L", "16.114 g/mmol")
 CREA = QuantitySpec("creatinine", "umol/L", "113.12 g/mol")
 BILI = QuantitySpec("bilirubin", "umol/L", "584.66 g/mol")
-ENZ = QuantitySpec("enzyme activity", "U/L")
+ENZ = QuantitySpec("enzyme activity", "U/L", equivalent_units=(("[IU]/L", "U/L"),))
+ENZ_UNDECLARED = QuantitySpec("enzyme activity", "U/L")
+EGFR = QuantitySpec("eGFR", "mL/min/{1.73_m2}", decimals=0)
+UACR = QuantitySpec("albumin/creatinine", "mg/g", "113.12 g/mol")
+HBA1C = QuantitySpec("HbA1c", "%", decimals=1, conversions=(Conversion("mmol/mol", 0.09148, 2.152, 1),))
+HBA1C_BARE = QuantitySpec("HbA1c", "%", decimals=1)
+K = QuantitySpec("potassium", "mmol/L", equivalent_units=(("meq/L", "mmol/L"),))
+CA = QuantitySpec("calcium", "mmol/L")
+SBP = QuantitySpec("systolic blood pressure", "mm[Hg]", decimals=0)
 QT = QuantitySpec("interval", "ms")
 
 
@@ -97,3 +105,62 @@ def test_doses_in_mg(units):
     assert units.to_mg(500, "ug", None) == pytest.approx(0.5)
     assert units.to_mg(500, None, "mcg") == pytest.approx(0.5)
     assert units.to_mg(4, None, "毫克") == 4
+
+
+@pytest.mark.parametrize(
+    "value, code, text, spec, expected",
+    [
+        (45, "mL/min/{1.73_m2}", None, EGFR, 45),  # UCUM annotation: per 1.73 m2
+        (45, None, "mL/min/1.73m2", EGFR, 45),
+        (45, None, "mL/min/1.73 m²", EGFR, 45),
+        (45, "mL/min", None, EGFR, 45),
+        (120, "mm[Hg]", None, SBP, 120),
+        (120, None, "mmHg", SBP, 120),
+        (16, "kPa", None, SBP, 120.01),
+        (30, "mg/mmol", None, UACR, 265.2),  # x8.84 through creatinine's molar mass
+        (0.5, "g/g", None, UACR, 500),
+        (0.5, "mg/mg", None, UACR, 500),
+        (300, "mg/g{creat}", None, UACR, 300),
+        (5.6, "meq/L", None, K, 5.6),  # declared: monovalent
+        (5.6, None, "mEq/L", K, 5.6),
+        (53, "mmol/mol", None, HBA1C, 7.0),  # declared affine: 0.09148 x + 2.152
+        (7.1, "%", None, HBA1C, 7.1),
+        (55, "[IU]/L", None, ENZ, 55),
+    ],
+)
+def test_ucum_codes_and_declared_equivalences(units, value, code, text, spec, expected):
+    assert round(units.convert(value, code, text, spec), 2) == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "code, spec, why",
+    [
+        ("mmol/mol", HBA1C_BARE, "IFCC and NGSP are two scales: no declared conversion, no conversion"),
+        ("%", UACR, "a pure number is not a mass ratio"),
+        ("mmol/mol", UACR, "an amount ratio is not a mass ratio"),
+        ("mg/dL", UACR, "a mass concentration is not a ratio"),
+        ("meq/L", CA, "equivalents need a declared valence"),
+        ("[IU]/L", ENZ_UNDECLARED, "international units are not enzyme units unless declared"),
+        ("[IU]/L", CELLS, "an arbitrary unit is never a count"),
+    ],
+)
+def test_scales_that_share_a_dimension_are_never_one_quantity(units, code, spec, why):
+    with pytest.raises(UnitError) as e:
+        units.convert(1.0, code, None, spec)
+    assert e.value.kind == "incompatible", why
+
+
+def test_affine_conversion_carries_its_rounding(units):
+    c = units.converter("mmol/mol", None, HBA1C)
+    assert c.decimals == 1 and c(53) == pytest.approx(7.00044)
+
+
+@pytest.mark.parametrize("unit", ["mL/min/{1.73_m2}", "mm[Hg]", "10*9/L", "[IU]/L", "meq/L", "mg/g{creat}", "%", "{ratio}"])
+def test_ucum_units_parse(units, unit):
+    units.check(unit)
+
+
+@pytest.mark.parametrize("unit", ["blargs", "mg//L", "10^^9", ""])
+def test_bad_units_are_named(units, unit):
+    with pytest.raises(UnitError):
+        units.check(unit)

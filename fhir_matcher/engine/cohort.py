@@ -18,7 +18,13 @@ def cohort_valuesets(trial: Trial) -> list[list[str]]:
     """One list of value sets per gating criterion; a patient must match every list."""
     gates = []
     for c in trial.criteria:
-        if c.type == INCLUSION and c.kind == "condition" and c.params.get("missing", NOT_MET) == NOT_MET and not c.params.get("active_only"):
+        if (
+            c.type == INCLUSION
+            and c.kind == "condition"
+            and c.params.get("missing", NOT_MET) == NOT_MET
+            and not c.params.get("active_only")
+            and c.params.get("otherwise", NOT_MET) == NOT_MET  # a rule that passes others can't gate
+        ):
             vs = c.params["valuesets"]
             vague = c.params.get("possible_valuesets", [])
             gates.append(([vs] if isinstance(vs, str) else list(vs)) + ([vague] if isinstance(vague, str) else list(vague)))

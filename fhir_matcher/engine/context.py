@@ -102,9 +102,11 @@ class Context:
         return cached[1]
 
     def match(self, concept: Any, valuesets: str | list[str]) -> list[Match]:
-        """Matches of a concept against some value sets."""
-        wanted = {valuesets} if isinstance(valuesets, str) else set(valuesets)
-        return [m for m in self.match_all(concept) if m.concept.valueset in wanted]
+        """Matches of a concept against some value sets (names compete among those sets only)."""
+        wanted = (valuesets,) if isinstance(valuesets, str) else tuple(valuesets)
+        if not any(m.concept.valueset in wanted for m in self.match_all(concept)):
+            return []  # the common case, answered from the per-concept cache
+        return self.trial.valuesets.match(concept, wanted)
 
     def systemic(self, use: facts.MedicationUse) -> bool:
         """False for inhaled, topical and other local routes (by route, else by dose form)."""

@@ -11,7 +11,7 @@ from ..normalize.units import UnitSystem, default_units
 from ..sources.record import PatientRecord
 from ..trial import EXCLUSION, INCLUSION, Trial
 from .context import Context, Outcome
-from .kinds import KIND_FUNCTIONS, MET, NOT_MET, UNKNOWN
+from .kinds import MET, NOT_MET, UNKNOWN, run
 
 log = logging.getLogger("fhir_matcher")
 
@@ -90,7 +90,7 @@ def evaluate(record: PatientRecord, trial: Trial, as_of: date, units: UnitSystem
     results: dict[str, Outcome] = {}
     for c in trial.criteria:
         try:
-            results[c.id] = KIND_FUNCTIONS[c.kind](c, ctx)
+            results[c.id] = run(c, ctx)
         except Exception as e:  # one criterion's bad data must not sink the patient
             log.warning("criterion %s could not be evaluated for one patient (%s)", c.id, type(e).__name__)
             log.debug("criterion %s failed", c.id, exc_info=True)

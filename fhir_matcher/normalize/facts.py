@@ -252,6 +252,7 @@ class ProcedureFact:
     concept: Json
     start: date | None
     end: date | None
+    status: str = "unknown"
 
 
 def procedures(record: PatientRecord) -> list[ProcedureFact]:
@@ -265,5 +266,5 @@ def procedures(record: PatientRecord) -> list[ProcedureFact]:
         else:
             start, end = _period(r.get("performedPeriod"))
             end = end or start
-        out.append(ProcedureFact(ref_of(r), as_dict(r.get("code")), start, end))
+        out.append(ProcedureFact(ref_of(r), as_dict(r.get("code")), start, end, as_str(r.get("status")) or "unknown"))
     return out

@@ -134,7 +134,7 @@ def report_html(
             f"<tr><td>{escape(cid)}</td><td>{escape(titles[cid])}</td><td class='num'>{removed}</td><td class='num'>{left}</td>"
             f"<td><div class='bar' style='width:{100 * left / total:.1f}%'></div></td></tr>"
         )
-    out.append("</table><p class='meta'>Each patient is counted under the first criterion, in protocol order, that rules them out. Washout criteria (drugs to stop before cell collection) and manual checks never remove a patient.</p>")
+    out.append(f"</table><p class='meta'>Each patient is counted under the first criterion, in protocol order, that rules them out. Washout criteria ({escape(trial.washout_note)}) and manual checks never remove a patient.</p>")
 
     shortlist = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
     out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>Status</th><th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")

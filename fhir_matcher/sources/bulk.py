@@ -52,7 +52,7 @@ def type_filters(trial: Trial, as_of: date, tag: str | None, types: list[str]) -
     windows = []
     all_windowed = True
     for c in trial.criteria:
-        for rule in [c, *c.rules]:
+        for rule in c.walk():
             if rule.kind in ("lab", "lab-uln", "test-result"):
                 if "window_days" in rule.params:
                     windows.append(int(rule.params["window_days"]))

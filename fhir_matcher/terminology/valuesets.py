@@ -114,6 +114,17 @@ class Match:
         return f"code {self.matched}"
 
 
+@dataclass(frozen=True)
+class TextHit:
+    """A name of one value set found in one of a concept's texts (match None: an exclude-name)."""
+
+    text: int  # which of the concept's texts
+    start: int
+    end: int
+    valueset: str
+    match: Match | None
+
+
 class ValueSetError(Exception):
     pass
 
@@ -128,7 +139,9 @@ class ValueSetLibrary:
         self._exact: dict[tuple[str, str], list[Concept]] = {}
         self._prefix: dict[str, dict[str, list[Concept]]] = {"icd10": {}, "atc": {}}
         self._names: dict[str, list[Concept]] = {}
+        self._set_names: dict[str, dict[str, list[Concept]]] = {}  # value set -> name -> concepts
         self._pattern: re.Pattern[str] | None = None
+        self._set_patterns: dict[str, re.Pattern[str]] = {}
         self._by_raw: dict[bytes, tuple[Match, ...]] = {}
         self.match_concept = lru_cache(maxsize=65536)(self._match_key)  # type: ignore[method-assign]
 
@@ -163,6 +176,7 @@ class ValueSetLibrary:
             concept = Concept(vs_id, display, normalize_system(as_str(top.get("system"))), as_str(top.get("code")))
             self._index_entry(top, concept)
         self._pattern = None
+        self._set_patterns.clear()
         self._by_raw.clear()
         self.match_concept.cache_clear()
 
@@ -181,13 +195,15 @@ class ValueSetLibrary:
             use = as_dict(d.get("use"))
             value = as_str(d.get("value"))
             if use.get("system") == DESIGNATION_USE and use.get("code") == EXCLUDE_NAME:
-                if value:
-                    self._names.setdefault(normalize_text(value), [])  # matches, and means nothing
+                if value:  # in its own value set: matches, and means nothing
+                    self._names.setdefault(normalize_text(value), [])
+                    self._set_names.setdefault(concept.valueset, {}).setdefault(normalize_text(value), [])
             else:
                 names.append(value)
         for name in names:
             if name and len(normalize_text(name)) >= 2:
                 self._names.setdefault(normalize_text(name), []).append(concept)
+                self._set_names.setdefault(concept.valueset, {}).setdefault(normalize_text(name), []).append(concept)
         for child in as_list(entry.get("contains")):
             self._index_entry(as_dict(child), concept)
 
@@ -198,26 +214,55 @@ class ValueSetLibrary:
 
     # ------------------------------------------------------------ matching
 
+    @staticmethod
+    def _alternation(names: Iterable[str]) -> re.Pattern[str]:
+        parts = []
+        for name in sorted(names, key=lambda n: (-len(n), n)):
+            esc = re.escape(name)
+            if name[0].isascii() and name[0].isalnum():
+                esc = r"(?<![0-9a-z])" + esc
+            if name[-1].isascii() and name[-1].isalnum():
+                esc = esc + r"(?![0-9a-z])"
+            parts.append(esc)
+        return re.compile("|".join(parts) if parts else r"(?!x)x")
+
     def _compiled(self) -> re.Pattern[str]:
         if self._pattern is None:
-            parts = []
-            for name in sorted(self._names, key=lambda n: (-len(n), n)):
-                esc = re.escape(name)
-                if name[0].isascii() and name[0].isalnum():
-                    esc = r"(?<![0-9a-z])" + esc
-                if name[-1].isascii() and name[-1].isalnum():
-                    esc = esc + r"(?![0-9a-z])"
-                parts.append(esc)
-            self._pattern = re.compile("|".join(parts) if parts else r"(?!x)x")
+            self._pattern = self._alternation(self._names)
         return self._pattern
 
-    def find_names(self, text: str) -> list[tuple[str, Concept]]:
-        """Every name found in ``text``, longest first, non-overlapping."""
-        out = []
-        for m in self._compiled().finditer(normalize_text(text)):
-            for concept in self._names.get(m.group(0), []):
-                out.append((m.group(0), concept))
+    def _compiled_for(self, vs: str) -> re.Pattern[str]:
+        pattern = self._set_patterns.get(vs)
+        if pattern is None:
+            pattern = self._set_patterns[vs] = self._alternation(self._set_names.get(vs, {}))
+        return pattern
+
+    def text_hits(self, text: str) -> list[tuple[str, int, int, Concept | None]]:
+        """Names of every value set found in ``text``: (value set, start, end, concept).
+
+        Each value set reads the text on its own, longest name first, so a longer name in
+        one set ("acute ischemic stroke") never hides a shorter name of another ("ischemic
+        stroke"). An exclude-name comes back with concept None: within its own set it hides
+        lookalikes; across sets, ``match`` lets the longest name win among the sets asked
+        about together ("not detected" over "detected" when asking positive or negative).
+        """
+        norm = normalize_text(text)
+        if not self._compiled().search(norm):  # no name of any set occurs anywhere
+            return []
+        out: list[tuple[str, int, int, Concept | None]] = []
+        for vs, names in self._set_names.items():
+            for m in self._compiled_for(vs).finditer(norm):
+                concepts = names.get(m.group(0), [])
+                if not concepts:
+                    out.append((vs, m.start(), m.end(), None))
+                for concept in concepts:
+                    out.append((vs, m.start(), m.end(), concept))
         return out
+
+    def find_names(self, text: str) -> list[tuple[str, Concept]]:
+        """Every name found in ``text`` (each value set on its own), with its concept."""
+        norm = normalize_text(text)
+        return [(norm[a:b], c) for _, a, b, c in self.text_hits(text) if c is not None]
 
     def _code_matches(self, system: str | None, code: str) -> list[Match]:
         system = normalize_system(system)
@@ -234,7 +279,8 @@ class ValueSetLibrary:
                 out.append(Match(concept, "code", f"{system}|{code}"))
         return list(dict.fromkeys(out))  # the same code listed under WHO and CM: one match
 
-    def _match_key(self, key: tuple[tuple[tuple[str | None, str | None, str | None], ...], str | None]) -> tuple[Match, ...]:
+    def _match_key(self, key: tuple[tuple[tuple[str | None, str | None, str | None], ...], str | None]) -> tuple[tuple[Match, ...], tuple[TextHit, ...]]:
+        """(code matches, text hits) of one concept, against every value set."""
         coding_list, text = key
         matches: list[Match] = []
         coded_sets: set[str] = set()
@@ -248,23 +294,30 @@ class ValueSetLibrary:
         texts_any = [text] if text else []
         texts_any += [d for s, _, d in coding_list if d and not is_standard(normalize_system(s))]
         texts_always = texts_any + [d for s, _, d in coding_list if d and is_standard(normalize_system(s))]
+        hits: list[TextHit] = []
         seen: set[tuple[str, str]] = set()
-        for t in texts_always:
+        for i, t in enumerate(texts_always):
             local_text = t in texts_any
-            for name, concept in self.find_names(t):
-                vs = concept.valueset
-                if vs in coded_sets or (concept.display, vs) in seen:
+            norm = normalize_text(t)
+            for vs, a, b, concept in self.text_hits(t):
+                if (standard or not local_text) and self._mode.get(vs) != "always":
                     continue
-                if standard and self._mode.get(vs) != "always":
+                if vs in coded_sets:  # matched by code: its names still outrank shorter rivals
+                    hits.append(TextHit(i, a, b, vs, None))
                     continue
-                if not local_text and self._mode.get(vs) != "always":
-                    continue
-                seen.add((concept.display, vs))
-                matches.append(Match(concept, "text", name))
-        return tuple(matches)
+                if concept is not None:
+                    if (concept.display, vs) in seen:
+                        continue
+                    seen.add((concept.display, vs))
+                hits.append(TextHit(i, a, b, vs, Match(concept, "text", norm[a:b]) if concept else None))
+        return tuple(matches), tuple(hits)
 
     def match(self, concept: Any, valuesets: Iterable[str] | None = None) -> list[Match]:
-        """Matches of a CodeableConcept (JSON) against the named value sets (all if None)."""
+        """Matches of a CodeableConcept (JSON) against the named value sets (all if None).
+
+        Codes match on their own. Names found in text compete only among the value sets asked
+        about: a name inside a longer name of another of those sets is not a match.
+        """
         try:  # the same concept recurs across records: look it up by its bytes first
             raw = orjson.dumps(concept, option=orjson.OPT_SORT_KEYS)
         except TypeError:
@@ -275,10 +328,22 @@ class ValueSetLibrary:
             found = self.match_concept(key)
             if raw is not None and len(self._by_raw) < 200_000:
                 self._by_raw[raw] = found
+        coded, hits = found
         if valuesets is None:
-            return list(found)
+            return list(coded) + [h.match for h in hits if h.match is not None]
         wanted = set(valuesets)
-        return [m for m in found if m.concept.valueset in wanted]
+        out = [m for m in coded if m.concept.valueset in wanted]
+        asked = [h for h in hits if h.valueset in wanted]
+        for h in asked:
+            if h.match is None:
+                continue
+            hidden = any(
+                g.text == h.text and g.valueset != h.valueset and g.start <= h.start and h.end <= g.end and (g.end - g.start) > (h.end - h.start)
+                for g in asked
+            )
+            if not hidden:
+                out.append(h.match)
+        return out
 
     def match_text(self, text: str, valuesets: Iterable[str]) -> list[Match]:
         """Matches of free text (e.g. valueString) against the named value sets."""
