@@ -65,6 +65,7 @@ class Trial:
     conditions: list[dict[str, str]]  # for ResearchStudy.condition
     valuesets: ValueSetLibrary
     washout_note: str = "drugs to stop before the study treatment"  # [report] washout_note
+    manual_note: str = "to be confirmed by a person"  # [report] manual_note: a manual criterion's default reason
 
     def criterion(self, cid: str) -> Criterion:
         return next(c for c in self.criteria if c.id == cid)
@@ -144,6 +145,13 @@ def _quantity_spec(name: str, raw: dict[str, Any]) -> QuantitySpec:
     )
 
 
+def _has_key(raw: Any, key: str) -> bool:
+    """Does a criterion table or any of its nested rules set ``key``?"""
+    if not isinstance(raw, dict):
+        return False
+    return key in raw or any(_has_key(r, key) for r in raw.get("rules", []) if isinstance(raw.get("rules"), list))
+
+
 def load_trial(path: str | Path | None = None) -> Trial:
     """Read and check a trial file; every problem found is reported at once (TrialProblems)."""
     path = Path(path) if path else default_trial_path()
@@ -188,6 +196,9 @@ def load_trial(path: str | Path | None = None) -> Trial:
     terms = data.get("terminology", {})
     for key in sorted(set(data) - KNOWN_SECTIONS):
         problems.append(Problem("", f"[{key}]", f"unknown section (known: {', '.join(sorted(KNOWN_SECTIONS))})"))
+    uses_dose = [raw.get("id", f"#{i}") for i, raw in enumerate(raw_criteria, 1) if _has_key(raw, "dose")]
+    if uses_dose and not (isinstance(doses, dict) and doses.get("reference") and doses.get("equivalents")):
+        problems.append(Problem("", "[dose_equivalents]", f"reference, reference_mg and equivalents are required by the dose rule of {', '.join(map(str, uses_dose))}"))
     if problems:
         raise TrialProblems([p.render(where) for p in problems])
     criteria = [_criterion(c) for c in raw_criteria]
@@ -209,8 +220,8 @@ def load_trial(path: str | Path | None = None) -> Trial:
         path=path,
         criteria=criteria,
         quantities=quantities,
-        dose_reference=doses.get("reference", "prednisone"),
-        dose_reference_mg=float(doses.get("reference_mg", 5)),
+        dose_reference=doses.get("reference", "reference drug"),
+        dose_reference_mg=float(doses.get("reference_mg", 1)),
         dose_equivalents={normalize_text(k): float(v) for k, v in doses.get("equivalents", {}).items()},
         non_systemic_routes=terms.get("non_systemic_routes_valueset", "route-non-systemic"),
         positive_results=terms.get("positive_valueset", "result-positive"),
@@ -218,4 +229,5 @@ def load_trial(path: str | Path | None = None) -> Trial:
         conditions=meta.get("conditions", []),
         valuesets=library,
         washout_note=report.get("washout_note", "drugs to stop before the study treatment"),
+        manual_note=report.get("manual_note", "to be confirmed by a person"),
     )

@@ -62,7 +62,7 @@ def to_obtain(trial: Trial, results: dict[str, Outcome]) -> list[str]:
 
 
 def washouts_due(trial: Trial, results: dict[str, Outcome]) -> list[str]:
-    """Washout criteria that apply: drugs to stop before cell collection."""
+    """Washout criteria that apply: drugs to stop before the study treatment (the trial says when)."""
     return [c.id for c in trial.criteria if c.washout and results[c.id].result == MET]
 
 

@@ -76,7 +76,7 @@ def deceased(c: Criterion, ctx: Context) -> Outcome:
 def manual(c: Criterion, ctx: Context) -> Outcome:
     types = as_list(c.params.get("evidence_types", []))
     evidence = [f"{r['resourceType']}/{r.get('id', '?')}" for r in ctx.record.of_type(*types)]
-    note = c.params.get("note", "to be confirmed by the investigator")
+    note = c.params.get("note", ctx.trial.manual_note)
     if evidence:
         note += f" ({len(evidence)} {'/'.join(types)} on file)"
     return Outcome(MANUAL, note, evidence)
