@@ -105,3 +105,47 @@ def test_rows_carry_reasons_and_evidence(screened, name):
             assert isinstance(c["evidence"], list)
             if c["result"] == "met" and cid.startswith("exc-"):
                 assert c["evidence"], f"{row['patient']} {cid}: an exclusion met without evidence"
+
+
+@pytest.mark.parametrize("name", sorted(TRIALS))
+def test_default_screen_is_the_cohort(screened, tmp_path, name):
+    """Without --all-patients only the diagnosis cohort is listed, with the same results as the
+    full screen; the rest are counted as outside the cohort (each is ruled out by the diagnosis
+    criterion in the oracle)."""
+    trial, folder, _ = TRIALS[name]
+    oracle = ORACLES[name]
+    gate = {"t2d-ckd": "inc-t2d", "hf-reduced-ef": "inc-hf"}[name]
+    run = _cli("screen", "--trial", trial, "--source", folder, "--as-of", oracle["as_of"], "--out", str(tmp_path), "-q")
+    assert run.returncode == 0, run.stderr
+    rows = {r["patient"]: r for r in map(json.loads, (tmp_path / "screening.ndjson").read_text(encoding="utf-8").splitlines())}
+    in_cohort = {p for p, want in oracle["patients"].items() if want["criteria"][gate] == "met"}
+    assert set(rows) == in_cohort
+    for p, row in rows.items():
+        assert row["status"] == screened[name][p]["status"], p
+        assert row["criteria"] == screened[name][p]["criteria"], p
+    summary = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    assert summary["screened"] == len(oracle["patients"])
+    assert summary["outside_cohort"] == len(oracle["patients"]) - len(in_cohort)
+
+
+@pytest.mark.parametrize("name", sorted(TRIALS))
+def test_trial_export_is_valid_fhir(tmp_path, name):
+    from fhir.resources.R4B.bundle import Bundle
+
+    trial, _, _ = TRIALS[name]
+    out = tmp_path / "export.json"
+    run = _cli("trial", "export", trial, "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    bundle = Bundle.model_validate(json.loads(out.read_text(encoding="utf-8")))
+    kinds = [e.resource.get_resource_type() for e in bundle.entry]
+    assert kinds.count("ResearchStudy") == 1 and kinds.count("Group") == 1
+
+
+@pytest.mark.parametrize("name", sorted(TRIALS))
+def test_report_carries_no_other_trials_wording(screened, tmp_path, name):
+    trial, folder, _ = TRIALS[name]
+    run = _cli("screen", "--trial", trial, "--source", folder, "--as-of", ORACLES[name]["as_of"], "--out", str(tmp_path), "--all-patients", "-q")
+    assert run.returncode == 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for phrase in ("cell collection", "CAR-T", "CD19", "prednisone"):
+        assert phrase not in html, phrase
