@@ -149,3 +149,12 @@ def test_report_carries_no_other_trials_wording(screened, tmp_path, name):
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     for phrase in ("cell collection", "CAR-T", "CD19", "prednisone"):
         assert phrase not in html, phrase
+
+
+def test_met_note_is_appended_when_met(screened):
+    """exc-dual-ras carries a met_note: it ends the reason when the exclusion applies, only then."""
+    note = tomllib.loads((ROOT / TRIALS["t2d-ckd"][0]).read_text(encoding="utf-8"))
+    note = next(c["met_note"] for c in note["criteria"] if c["id"] == "exc-dual-ras")
+    for patient, row in screened["t2d-ckd"].items():
+        c = row["criteria"]["exc-dual-ras"]
+        assert c["reason"].endswith(note) == (c["result"] == "met"), (patient, c["reason"])
