@@ -103,6 +103,7 @@ def test_rows_carry_reasons_and_evidence(screened, name):
         for cid, c in row["criteria"].items():
             assert c["reason"], f"{row['patient']} {cid}: no reason"
             assert isinstance(c["evidence"], list)
+            assert all(not e.endswith("/?") for e in c["evidence"]), f"{row['patient']} {cid}: {c['evidence']}"
             if c["result"] == "met" and cid.startswith("exc-"):
                 assert c["evidence"], f"{row['patient']} {cid}: an exclusion met without evidence"
 
