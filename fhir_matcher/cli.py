@@ -6,15 +6,18 @@ import argparse
 import json
 import logging
 import sys
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__, synth
-from .config import ConfigError, apply_windows, load_config, setting
+from .config import ConfigError, apply_windows, apply_windows_all, load_config, setting
 from .nightly.job import run_night
 from .nightly.state import State, StateError, StateLocked
-from .outputs.files import write_outputs, write_run_json
+from .outputs.files import write_outputs, write_private, write_run_json
+from .outputs.match import match_bundle, match_reason
+from .outputs.portfolio import write_portfolio
 from .outputs.terminal import Progress, summary_text
 from .engine.cohort import needed_types
 from .rest.auth import AuthError, default_scope
@@ -22,8 +25,20 @@ from .rest.auth import from_config as auth_from_config
 from .rest.client import FhirClient, FhirError
 from .rest.loader import Loader
 from .rest.transport import Transport, TransportError
-from .screen import is_url, screen_bulk, screen_files, screen_server, screen_with_spark
-from .trial import TrialError, default_trial_path, load_trial
+from .screen import (
+    is_url,
+    match_patient,
+    match_record_files,
+    match_record_server,
+    screen_bulk,
+    screen_bulk_many,
+    screen_files,
+    screen_files_many,
+    screen_server,
+    screen_server_many,
+    screen_with_spark,
+)
+from .trial import TrialError, default_trial_path, load_trial, load_trials
 from .trial_check import check_trial
 from .trial_export import trial_bundle
 
@@ -63,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--source", required=True, help="a FHIR JSON/NDJSON file, a folder of them, or a FHIR R4 base URL")
     s.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
-    s.add_argument("--trial", type=Path, default=None, help=f"trial definition TOML (default: {default_trial_path().name})")
+    s.add_argument("--trial", type=Path, action="append", default=None,
+                   help=f"trial definition TOML; give it several times to screen a portfolio in one pass (default: {default_trial_path().name})")
+    s.add_argument("--trials", type=Path, default=None, metavar="DIR", help="every trial definition (*.toml) in this folder, screened in one pass")
     s.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth], [trial], [windows]); flags override it")
     s.add_argument("--bulk", action="store_true", help="server: read a Bulk Data $export instead of searching")
     s.add_argument("--bulk-group", default=None, metavar="ID", help="server: export Group/ID only (implies --bulk)")
@@ -100,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
     _server_options(n)
     _verbosity(n)
     _trial_parser(sub)
+
+    m = sub.add_parser("match", help="one patient against every trial: which trials could this patient join?")
+    m.add_argument("--patient", required=True, metavar="Patient/ID", help="the patient (Patient/<id> or <id>)")
+    m.add_argument("--source", required=True, help="a FHIR JSON/NDJSON file or folder, or a FHIR R4 base URL")
+    m.add_argument("--trial", type=Path, action="append", default=None, help="trial definition TOML (repeatable; default: the bundled trial)")
+    m.add_argument("--trials", type=Path, default=None, metavar="DIR", help="every trial definition (*.toml) in this folder")
+    m.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
+    m.add_argument("--out", required=True, type=Path, help="the searchset Bundle to write (JSON)")
+    m.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth], [trial]); flags override it")
+    _server_options(m)
+    _verbosity(m)
     return p
 
 
@@ -170,11 +198,26 @@ def _transport(args: argparse.Namespace, config: dict, base_url: str, scope: str
     )
 
 
+def _trials(args: argparse.Namespace, config: dict) -> list:
+    """--trial (repeatable) and --trials DIR, else [trial] path (one or a list) and dir."""
+    paths, folder = getattr(args, "trial", None), getattr(args, "trials", None)
+    if not paths and not folder:
+        section = config.get("trial", {})
+        configured = section.get("path") or section.get("paths")
+        paths = [configured] if isinstance(configured, str) else configured
+        folder = section.get("dir")
+    trials = load_trials(paths, folder)
+    apply_windows_all(trials, config.get("windows", {}))
+    return trials
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     as_of = args.as_of or date.today()
-    trial = load_trial(setting(args, config, "trial", "trial", "path"))
-    apply_windows(trial, config.get("windows", {}))
+    trials = _trials(args, config)
+    if len(trials) > 1:
+        return _screen_portfolio(args, config, trials, as_of)
+    trial = trials[0]
     quiet = args.quiet
     progress = (None if quiet else Progress("reading  "), None if quiet else Progress("screening"))
     if args.engine == "spark":
@@ -207,6 +250,82 @@ def cmd_screen(args: argparse.Namespace) -> int:
         extra.append(f"Wrote {', '.join(p.name for p in paths.values())}, run.json to {args.out}")
         print(summary_text(trial, result.results, len(result.problems), extra, result.outside))
     return EXIT_DATA_PROBLEMS if result.problems else 0
+
+
+def _screen_portfolio(args: argparse.Namespace, config: dict, trials: list, as_of: date) -> int:
+    """Several trials: the data is read once; DIR/<trial id>/ per trial, run.json, portfolio.html."""
+    quiet = args.quiet
+    progress = (None if quiet else Progress("reading  "), None if quiet else Progress("screening"))
+    started = time.monotonic()
+    if args.engine == "spark":
+        raise UserError("--engine spark screens one trial at a time; run it once per --trial")
+    if is_url(args.source):
+        types = set().union(*(needed_types(t) for t in trials))
+        transport = _transport(args, config, args.source, default_scope(types, write=False))
+        workers = int(setting(args, config, "workers", "server", "workers", 4))
+        tag = setting(args, config, "tag", "server", "tag") or None
+        if args.bulk or args.bulk_group:
+            results = screen_bulk_many(args.source, trials, as_of, transport, progress, tag=tag, group=args.bulk_group, poll_max=args.bulk_poll_max)
+        else:
+            results = screen_server_many(args.source, trials, as_of, transport, workers, progress, tag=tag)
+        cost = transport.cost.to_json()
+    else:
+        try:
+            results = screen_files_many(args.source, trials, as_of, progress, all_patients=args.all_patients)
+        except FileNotFoundError as e:
+            raise UserError(str(e)) from None
+        cost = results[0].cost.to_json()
+    try:
+        paths = write_portfolio(args.out, results, as_of, args.source, cost, time.monotonic() - started)
+    except OSError as e:
+        raise UserError(f"{args.out}: cannot write outputs ({e.strerror or e})") from None
+    if not quiet:
+        print(f"Portfolio: {len(trials)} trials screened in one pass from {args.source} (as of {as_of})")
+        for r in results:
+            c = r.counts()
+            print(f"  {r.trial.id:<32} {c['candidate']:>5} candidate  {c['potential-candidate']:>5} potential  {c['ineligible']:>6} ineligible  ({r.outside} outside its cohort)")
+        if is_url(args.source):
+            print(f"HTTP: {cost['requests']} requests ({cost['retries']} retries), {cost['bytes'] / 1e6:.2f} MB read, for all trials")
+        print(f"Wrote {', '.join(f'{t.id}/' for t in trials)}, run.json and portfolio.html to {args.out}")
+    problems = results[0].problems if results else []
+    return EXIT_DATA_PROBLEMS if problems else 0
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    """One patient against every trial: a searchset Bundle of ResearchSubjects."""
+    config = load_config(args.config)
+    as_of = args.as_of or date.today()
+    trials = _trials(args, config)
+    patient = args.patient if args.patient.startswith("Patient/") else f"Patient/{args.patient}"
+    if is_url(args.source):
+        types = set().union(*(needed_types(t) for t in trials))
+        transport = _transport(args, config, args.source, default_scope(types, write=False))
+        record, problems = match_record_server(args.source, patient, types, transport)
+        cost = transport.cost
+    else:
+        try:
+            record, problems = match_record_files(args.source, patient)
+        except FileNotFoundError as e:
+            raise UserError(str(e)) from None
+        cost = None
+    if record is None:
+        raise UserError(f"{patient}: not found in {args.source}")
+    outcomes = match_patient(record, trials, as_of)
+    bundle = match_bundle(patient, outcomes, as_of)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_private(args.out, json.dumps(bundle, indent=2, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise UserError(f"{args.out}: cannot write ({e.strerror or e})") from None
+    if not args.quiet:
+        for trial, result, note in sorted(outcomes, key=lambda o: ({"candidate": 0, "potential-candidate": 1}.get(o[1].status if o[1] else "", 2), o[0].id)):
+            status = result.status if result else "ineligible"
+            print(f"  {trial.id:<32} {status:<20} {match_reason(trial, result) if result else note}")
+        extra = f"; HTTP: {cost.requests} requests, {cost.bytes / 1e6:.2f} MB read" if cost else ""
+        print(f"Wrote {args.out} ({len(trials)} trials{extra})")
+    for p in problems:
+        print(f"input problem: {p}", file=sys.stderr)
+    return EXIT_DATA_PROBLEMS if problems else 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -266,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
-        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": cmd_trial}[args.command](args)
+        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": cmd_trial, "match": cmd_match}[args.command](args)
     except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2

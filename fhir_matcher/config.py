@@ -81,6 +81,19 @@ def setting(args: Any, config: dict[str, Any], flag: str, section: str, key: str
 _WINDOW = re.compile(r"^\s*(\d+)\s*([dm]?)\s*$")
 
 
+def apply_windows_all(trials: list[Trial], windows: dict[str, Any]) -> None:
+    """[windows] for a portfolio: each override goes to every trial that has that criterion."""
+    if len(trials) == 1:
+        apply_windows(trials[0], windows)
+        return
+    for cid in windows:
+        if not any(c.id == cid for t in trials for c in t.criteria):
+            raise TrialError(f"[windows] names a criterion no trial has: {cid}")
+    for t in trials:
+        ids = {c.id for c in t.criteria}
+        apply_windows(t, {k: v for k, v in windows.items() if k in ids})
+
+
 def apply_windows(trial: Trial, windows: dict[str, Any]) -> None:
     """Override criteria windows: ``{"inc-platelets": "14d", "exc-prior-cell-therapy": "6m"}``."""
     by_id = {c.id: c for c in trial.criteria}

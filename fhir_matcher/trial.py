@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from .normalize.units import Conversion, QuantitySpec, default_units
 from .terminology.valuesets import ValueSetError, ValueSetLibrary, normalize_text
@@ -231,3 +231,29 @@ def load_trial(path: str | Path | None = None) -> Trial:
         washout_note=report.get("washout_note", "drugs to stop before the study treatment"),
         manual_note=report.get("manual_note", "to be confirmed by a person"),
     )
+
+
+def trial_paths(paths: Sequence[str | Path] | None, folder: str | Path | None) -> list[Path]:
+    """The definition files named one by one and every ``*.toml`` in ``folder`` (sorted)."""
+    out = [Path(p) for p in paths or []]
+    if folder:
+        d = Path(folder)
+        if not d.is_dir():
+            raise TrialError(f"{d}: --trials needs a folder of trial definitions (*.toml)")
+        found = sorted(d.glob("*.toml"))
+        if not found:
+            raise TrialError(f"{d}: no trial definitions (*.toml) in this folder")
+        out += found
+    return out
+
+
+def load_trials(paths: Sequence[str | Path] | None, folder: str | Path | None = None) -> list[Trial]:
+    """Several trials (a portfolio); the default trial when none is named. Ids must differ."""
+    files = trial_paths(paths, folder)
+    trials = [load_trial(p) for p in files] if files else [load_trial()]
+    seen: dict[str, Path] = {}
+    for t in trials:
+        if t.id in seen:
+            raise TrialError(f"{t.path}: trial id {t.id!r} is also the id of {seen[t.id]}: each trial needs its own id")
+        seen[t.id] = t.path
+    return trials
