@@ -159,3 +159,26 @@ def test_met_note_is_appended_when_met(screened):
     for patient, row in screened["t2d-ckd"].items():
         c = row["criteria"]["exc-dual-ras"]
         assert c["reason"].endswith(note) == (c["result"] == "met"), (patient, c["reason"])
+
+
+def test_portfolio_of_the_bundled_trials_equals_single_runs(screened, tmp_path):
+    """All bundled trials (fhir_matcher/trials/*.toml) in one pass over both demo folders: each
+    trial gives its own patients exactly what the single-trial screen gave them."""
+    import shutil
+
+    source = tmp_path / "source"
+    for _, folder, _ in TRIALS.values():
+        shutil.copytree(ROOT / folder, source / Path(folder).name)
+    out = tmp_path / "portfolio"
+    as_of = {o["as_of"] for o in ORACLES.values()}
+    assert len(as_of) == 1
+    run = _cli("screen", "--source", str(source), "--trials", "fhir_matcher/trials", "--as-of", as_of.pop(),
+               "--out", str(out), "--all-patients", "-q")
+    assert run.returncode == 0, run.stderr
+    for name, (trial, _, _) in TRIALS.items():
+        trial_id = tomllib.loads((ROOT / trial).read_text(encoding="utf-8"))["trial"]["id"]
+        rows = {r["patient"]: r for r in map(json.loads, (out / trial_id / "screening.ndjson").read_text(encoding="utf-8").splitlines())}
+        assert set(screened[name]) <= set(rows)
+        for patient, single in screened[name].items():
+            assert rows[patient]["criteria"] == single["criteria"], (name, patient)
+            assert rows[patient]["status"] == single["status"], (name, patient)
