@@ -292,3 +292,30 @@ def test_check_exit_code_is_1_on_problems(tmp_path, capsys):
 def test_expand_without_a_server_is_a_clear_error(capsys):
     assert main(["valuesets", "expand"]) == 2
     assert "needs --tx" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- auth
+
+@responses.activate
+def test_tx_auth_from_terminology_auth_and_never_the_fhir_servers_token_elsewhere(monkeypatch):
+    import argparse
+
+    from fhir_matcher.cli import _transport
+    from fhir_matcher.terminology.commands import tx_client
+
+    monkeypatch.setenv("TX_TOKEN", "tx-secret")
+    monkeypatch.setenv("FHIR_TOKEN", "fhir-secret")
+    responses.get(f"{TX}/CodeSystem/$lookup", json={"resourceType": "Parameters", "parameter": []})
+    args = argparse.Namespace(tx=TX, timeout=None, retries=0, workers=None, ca_bundle=None)
+    fhir_auth = {"method": "bearer", "token_env": "FHIR_TOKEN"}
+
+    own = tx_client(args, {"auth": fhir_auth, "terminology": {"auth": {"method": "bearer", "token_env": "TX_TOKEN"}}}, _transport, "https://fhir.example.org/r4")
+    own.lookup(S, "1")
+    other_host = tx_client(args, {"auth": fhir_auth}, _transport, "https://fhir.example.org/r4")
+    other_host.lookup(S, "1")
+    same_host = tx_client(args, {"auth": fhir_auth}, _transport, f"{TX}/other")
+    same_host.lookup(S, "1")
+    standalone = tx_client(args, {"auth": fhir_auth}, _transport)  # valuesets commands: [auth] is the tx server's
+    standalone.lookup(S, "1")
+    sent_auth = [c.request.headers.get("Authorization") for c in responses.calls]
+    assert sent_auth == ["Bearer tx-secret", None, "Bearer fhir-secret", "Bearer fhir-secret"]
