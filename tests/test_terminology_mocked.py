@@ -319,3 +319,13 @@ def test_tx_auth_from_terminology_auth_and_never_the_fhir_servers_token_elsewher
     standalone.lookup(S, "1")
     sent_auth = [c.request.headers.get("Authorization") for c in responses.calls]
     assert sent_auth == ["Bearer tx-secret", None, "Bearer fhir-secret", "Bearer fhir-secret"]
+
+
+@responses.activate
+def test_a_system_the_server_silently_leaves_out_is_not_emptied():
+    responses.post(f"{TX}/ValueSet/$expand", json=expansion([(S, "55464009", "SLE"), (S, "239887007", "organ")]))
+    new, diff = refresh(lupus_vs(), tx())
+    codes = [c["code"] for c in new["expansion"]["contains"][0]["contains"]]
+    assert "M32.1" in codes and "990007" not in codes
+    assert [r[1] for r in diff.removed] == ["990007"]
+    assert any("returned no http://hl7.org/fhir/sid/icd-10 code" in r for r in diff.review)

@@ -125,6 +125,12 @@ def refresh(vs: Json, tx: TerminologyClient) -> tuple[Json, ValueSetDiff]:
         return vs, diff
     covered, codes = expansion
     server = {(normalize_system(c.system) or c.system, c.code): c for c in codes}
+    # A server that silently returns nothing for a system it does not hold must not empty it.
+    returned = {k[0] for k in server}
+    stored = {k[0] for k in (_key(e.get("system"), e.get("code")) for e in _walk(as_dict(vs.get("expansion")).get("contains"))) if k}
+    for system in sorted((covered & stored) - returned):
+        covered.discard(system)
+        diff.review.append(f"the server returned no {system} code; those codes were kept as they are")
     server_parent = {k: (_key(*c.parent) if c.parent else None) for k, c in server.items()}
 
     new = copy.deepcopy(vs)
@@ -253,9 +259,7 @@ def _sync_compose(vs: Json, diff: ValueSetDiff) -> None:
             includes.append(target)
         target.setdefault("concept", []).append({"code": code, **({"display": display} if display else {})})
         listed.add((normalize_system(system), code))
-    for inc in includes:
-        if "concept" in inc and not inc["concept"] and "filter" not in inc:
-            includes.remove(inc)
+    compose["include"] = [i for i in includes if not ("concept" in i and not i["concept"] and "filter" not in i and "valueSet" not in i)]
 
 
 def dump(vs: Json) -> str:

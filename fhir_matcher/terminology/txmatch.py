@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import Any, Iterable
 
-from ..fhirjson import as_dict, as_list, as_str
+from ..fhirjson import as_str
 from ..rest.client import FhirError
 from ..rest.transport import TransportError
 from .expand import Placer, anchors
@@ -44,13 +44,14 @@ class TxMatcher:
             for system in dict.fromkeys(s for s, _ in anchors(vs)):
                 if not prefix_family(system):
                     self._by_system.setdefault(system, []).append(vs_id)
-        self._members: dict[str, tuple[set[tuple[str, str]], Placer] | None] = {}
+        self._members: dict[str, tuple[dict[tuple[str, str], str | None], Placer] | None] = {}
         self._memo: dict[tuple[str, str], tuple[Concept, ...]] = {}
         self._lock = threading.RLock()
         self.codes_checked = 0  # distinct unlisted codes asked about
         self.codes_matched = 0  # of which found in a value set by the server
         self.expanded = 0
         self.error: str | None = None
+        self.not_expanded: dict[str, str] = {}  # value set -> why the server did not expand it
         self.matched: list[str] = []  # "system|code -> value set" (codes only, no patient data)
 
     def attach(self) -> "TxMatcher":
@@ -88,25 +89,26 @@ class TxMatcher:
             if (system, code) not in members:
                 continue
             where = placer.place((system, code))
-            if where is None:
-                out.append(Concept(vs_id, code, system, code))
+            if where is None:  # descends from no concept of the value set: named by the server's display
+                out.append(Concept(vs_id, members[(system, code)] or code, system, code))
             else:
                 top = placer.tops[where]
                 display = as_str(top.get("display")) or as_str(top.get("code")) or code
                 out.append(Concept(vs_id, display, normalize_system(as_str(top.get("system"))), as_str(top.get("code"))))
         return tuple(out)
 
-    def _expansion(self, vs_id: str) -> tuple[set[tuple[str, str]], Placer] | None:
+    def _expansion(self, vs_id: str) -> tuple[dict[tuple[str, str], str | None], Placer] | None:
         if vs_id not in self._members:
             vs = self.library.valuesets[vs_id]
             try:
                 result = self.tx.expand(vs)
             except TxError as e:  # e.g. a system of this compose the server does not hold
                 log.warning("terminology: %s", e)
+                self.not_expanded[vs_id] = str(e).split(": ", 1)[-1]
                 self._members[vs_id] = None
                 return None
             self.expanded += 1
-            members = {(normalize_system(c.system) or c.system, c.code) for c in result.codes}
+            members = {(normalize_system(c.system) or c.system, c.code): c.display for c in result.codes}
             parents = {(normalize_system(c.system) or c.system, c.code): c.parent for c in result.codes}
             self._members[vs_id] = (members, Placer(vs, self.tx, parents))
         return self._members[vs_id]
@@ -118,6 +120,7 @@ class TxMatcher:
             "codes_checked": self.codes_checked,
             "codes_matched": self.codes_matched,
             "matched": sorted(self.matched),
+            "not_expanded": dict(sorted(self.not_expanded.items())),
             "error": self.error,
             "http": self.tx.cost.to_json(),
         }
