@@ -71,13 +71,17 @@ def test_expand_refreshes_the_expansion_for_review(tx, tmp_path, capsys):
     assert main(["valuesets", "check", "--trial", str(trial)]) == 0
 
 
-def test_expand_twice_changes_nothing_the_second_time(tx, tmp_path, capsys):
+def test_expand_twice_changes_nothing_the_second_time(tx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # in place, the diff goes to the current folder
     out = tmp_path / "once"
     assert main(["valuesets", "expand", "--tx", tx, "--trial", str(DATA / "trial.toml"), "--out", str(out), "-q"]) == 0
     trial = trial_with(tmp_path, json.loads((out / "test-lupus.json").read_text(encoding="utf-8")))
     # in place this time (the value set files are the trial's own copies)
     assert main(["valuesets", "expand", "--tx", tx, "--trial", str(trial)]) == 0
     assert "test-lupus: +0 -0" in capsys.readouterr().out
+    assert (tmp_path / "valuesets-diff.md").is_file()
+    assert json.loads((tmp_path / "vs" / "test-lupus.json").read_text(encoding="utf-8"))["expansion"] == \
+        json.loads((out / "test-lupus.json").read_text(encoding="utf-8"))["expansion"]
 
 
 def test_check_with_tx_names_unknown_and_inactive_codes(tx, tmp_path, capsys):
