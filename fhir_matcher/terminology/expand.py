@@ -23,7 +23,6 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterable
 
 from ..fhirjson import Json, as_dict, as_list, as_str
