@@ -41,6 +41,7 @@ from .screen import (
 from .trial import TrialError, default_trial_path, load_trial, load_trials
 from .trial_check import check_trial
 from .trial_export import trial_bundle
+from .terminology import commands as valuesets_commands
 
 log = logging.getLogger("fhir_matcher")
 
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--master", default=None, help="spark: the master URL (default: local[*], or what spark-submit says)")
     s.add_argument("--all-patients", action="store_true",
                    help="files: evaluate and list every patient, not only those with a target diagnosis")
+    s.add_argument("--tx", default=None, metavar="URL", help="terminology server: codes no expansion lists are checked there (or [terminology] url)")
     _server_options(s)
     _verbosity(s)
 
@@ -114,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--full", action="store_true", help="re-screen every cohort patient, not only what changed")
     n.add_argument("--overlap", type=float, default=300, metavar="SECONDS",
                    help="re-read changes from this long before the last night started (default 300)")
+    n.add_argument("--tx", default=None, metavar="URL", help="terminology server: codes no expansion lists are checked there (or [terminology] url)")
     _server_options(n)
     _verbosity(n)
     _trial_parser(sub)
@@ -128,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth], [trial]); flags override it")
     _server_options(m)
     _verbosity(m)
+
+    valuesets_commands.add_parser(sub, _server_options, _verbosity)
     return p
 
 
@@ -215,9 +220,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     as_of = args.as_of or date.today()
     trials = _trials(args, config)
+    if args.engine == "spark" and (args.tx or config.get("terminology", {}).get("url")):
+        raise UserError("--tx works with the local engine only (the Spark executors have no terminology client)")
     if len(trials) > 1:
         return _screen_portfolio(args, config, trials, as_of)
     trial = trials[0]
+    tx = _tx_matcher(args, config, trial, args.source if is_url(args.source) else None)
     quiet = args.quiet
     progress = (None if quiet else Progress("reading  "), None if quiet else Progress("screening"))
     if args.engine == "spark":
@@ -237,7 +245,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             raise UserError(str(e)) from None
     try:
         paths = write_outputs(args.out, trial, result.results, as_of, args.source, result.problems, outside=result.outside)
-        write_run_json(args.out, {"command": "screen", **result.summary()})
+        write_run_json(args.out, {"command": "screen", **result.summary(), **({"terminology": tx.summary()} if tx else {})})
     except OSError as e:
         raise UserError(f"{args.out}: cannot write outputs ({e.strerror or e})") from None
     if not quiet:
@@ -259,6 +267,7 @@ def _screen_portfolio(args: argparse.Namespace, config: dict, trials: list, as_o
     started = time.monotonic()
     if args.engine == "spark":
         raise UserError("--engine spark screens one trial at a time; run it once per --trial")
+    txs = {t.id: _tx_matcher(args, config, t, args.source if is_url(args.source) else None) for t in trials}
     if is_url(args.source):
         types = set().union(*(needed_types(t) for t in trials))
         transport = _transport(args, config, args.source, default_scope(types, write=False))
@@ -277,6 +286,10 @@ def _screen_portfolio(args: argparse.Namespace, config: dict, trials: list, as_o
         cost = results[0].cost.to_json()
     try:
         paths = write_portfolio(args.out, results, as_of, args.source, cost, time.monotonic() - started)
+        if any(txs.values()):
+            run = json.loads(paths["run"].read_text(encoding="utf-8"))
+            run["terminology"] = {tid: tx.summary() for tid, tx in txs.items() if tx}
+            write_private(paths["run"], json.dumps(run, indent=2, ensure_ascii=False) + "\n")
     except OSError as e:
         raise UserError(f"{args.out}: cannot write outputs ({e.strerror or e})") from None
     if not quiet:
@@ -354,6 +367,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     trial = load_trial(setting(args, config, "trial", "trial", "path"))
     apply_windows(trial, config.get("windows", {}))
     as_of = args.as_of or date.today()
+    tx = _tx_matcher(args, config, trial, server)
     client = FhirClient(server, _transport(args, config, server, default_scope(needed_types(trial), write=True)))
     workers = int(setting(args, config, "workers", "server", "workers", 4))
     tag = setting(args, config, "tag", "server", "tag") or None
@@ -370,6 +384,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     except StateError as e:
         raise UserError(str(e)) from None
+    if tx:  # the night's run.json, with the terminology server's part
+        report.summary["terminology"] = tx.summary()
+        write_run_json(Path(out), report.summary)
     if not args.quiet:
         s = report.summary
         print(summary_text(trial, report.results, s["errors"], [
@@ -381,11 +398,22 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return EXIT_DATA_PROBLEMS if report.summary["errors"] else 0
 
 
+def _tx_matcher(args: argparse.Namespace, config: dict, trial, fhir_base: str | None):
+    """``--tx``: codes no expansion lists are checked on the terminology server (terminology/txmatch.py)."""
+    from .terminology.txmatch import TxMatcher
+
+    client = valuesets_commands.tx_client(args, config, _transport, fhir_base)
+    if client is None:
+        return None
+    return TxMatcher(trial.valuesets, client, valuesets_commands.trial_valueset_ids(trial)).attach()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
-        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": cmd_trial, "match": cmd_match}[args.command](args)
+        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": cmd_trial, "match": cmd_match,
+                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport)}[args.command](args)
     except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2

@@ -46,6 +46,7 @@ KNOWN = {
     "trial": {"path"},
     "windows": None,
     "output": {"dir", "state"},
+    "terminology": {"url", "auth"},  # a terminology server; [terminology.auth] takes the [auth] settings
 }
 
 

@@ -22,7 +22,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color
 h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.15rem;margin:28px 0 8px}
 .meta{color:#555;font-size:.9rem}table{border-collapse:collapse;width:100%;font-size:.92rem}
 th,td{border-bottom:1px solid #ddd;padding:6px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4;position:sticky;top:0}td.num,th.num{text-align:right}
+th{background:#f4f4f4;position:sticky;top:0}td:first-child{white-space:nowrap}td.num,th.num{text-align:right}
 .s{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85rem;white-space:nowrap}
 .candidate{background:#d8f3dc;color:#1b4332}.potential-candidate{background:#fff3bf;color:#5c4400}
 .ineligible{background:#f1f1f1;color:#666}.outside{color:#999}

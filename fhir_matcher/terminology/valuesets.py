@@ -144,6 +144,8 @@ class ValueSetLibrary:
         self._set_patterns: dict[str, re.Pattern[str]] = {}
         self._by_raw: dict[bytes, tuple[Match, ...]] = {}
         self.match_concept = lru_cache(maxsize=65536)(self._match_key)  # type: ignore[method-assign]
+        # Optional: (system, code) -> concepts for codes no expansion lists (a terminology server, txmatch.py)
+        self.code_hook: Any = None
 
     # ------------------------------------------------------------ loading
 
@@ -277,6 +279,8 @@ class ValueSetLibrary:
         elif system:
             for concept in self._exact.get((system, code), []):
                 out.append(Match(concept, "code", f"{system}|{code}"))
+            if not out and self.code_hook is not None:  # not listed: ask the terminology server
+                out += [Match(concept, "code", f"{system}|{code}") for concept in self.code_hook(system, code)]
         return list(dict.fromkeys(out))  # the same code listed under WHO and CM: one match
 
     def _match_key(self, key: tuple[tuple[tuple[str | None, str | None, str | None], ...], str | None]) -> tuple[tuple[Match, ...], tuple[TextHit, ...]]:

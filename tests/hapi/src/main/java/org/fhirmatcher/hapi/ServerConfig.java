@@ -19,6 +19,7 @@ import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
 import ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect;
 import ca.uhn.fhir.jpa.provider.IJpaSystemProvider;
 import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
+import ca.uhn.fhir.jpa.provider.ValueSetOperationProvider;
 import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
 import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import ca.uhn.fhir.narrative2.NullNarrativeGenerator;
@@ -106,8 +107,17 @@ public class ServerConfig {
 		p.put("hibernate.cache.use_structured_entries", "false");
 		p.put("hibernate.cache.use_minimal_puts", "false");
 		p.put("hibernate.archive.scanner", "org.hibernate.boot.archive.scan.internal.DisabledScanner");
-		// No Lucene / Elasticsearch: token :text, string and date searches use the SQL indexes.
-		p.put("hibernate.search.enabled", "false");
+		// Hibernate Search with an in-memory Lucene index, for terminology only: CodeSystem
+		// $subsumes and ValueSet $expand with is-a filters need it. Resources are not full-text
+		// indexed (storageSettings), so token :text, string and date searches still use the SQL
+		// indexes.
+		p.put("hibernate.search.enabled", "true");
+		p.put("hibernate.search.backend.type", "lucene");
+		p.put("hibernate.search.backend.directory.type", "local-heap");
+		p.put("hibernate.search.backend.analysis.configurer",
+				"ca.uhn.fhir.jpa.search.HapiHSearchAnalysisConfigurers$HapiLuceneAnalysisConfigurer");
+		p.put("hibernate.search.backend.lucene_version", "LATEST");
+		p.put("hibernate.search.schema_management.strategy", "create");
 		emf.setJpaProperties(p);
 		return emf;
 	}
@@ -141,6 +151,10 @@ public class ServerConfig {
 		s.setEnableBulkExportJobReuse(false);
 		s.setJobFastTrackingEnabled(true);
 		s.setFetchSizeDefaultMaximum(intProp(PROP_MAX_PAGE_SIZE, 1000));
+		// Hibernate Search is on for terminology only (see entityManagerFactory).
+		s.setHibernateSearchIndexFullText(false);
+		s.setAdvancedHSearchIndexing(false);
+		s.setStoreResourceInHSearchIndex(false);
 		return s;
 	}
 
@@ -182,7 +196,8 @@ public class ServerConfig {
 			ISearchParamRegistry searchParamRegistry,
 			IValidationSupport validationSupport,
 			DatabaseBackedPagingProvider pagingProvider,
-			BulkDataExportProvider bulkDataExportProvider) {
+			BulkDataExportProvider bulkDataExportProvider,
+			ValueSetOperationProvider valueSetOperationProvider) {
 		FhirContext ctx = systemDao.getContext();
 		ctx.setNarrativeGenerator(new NullNarrativeGenerator());
 
@@ -190,6 +205,7 @@ public class ServerConfig {
 		server.registerProviders(resourceProviderFactory.createProviders());
 		server.registerProvider(systemProvider);
 		server.registerProvider(bulkDataExportProvider);
+		server.registerProvider(valueSetOperationProvider); // ValueSet $expand, $validate-code
 
 		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(
 				server, systemDao, storageSettings, searchParamRegistry, validationSupport);
