@@ -64,6 +64,12 @@ def test_trial_check_accepts_the_bundled_trial(trial):
         assert cid in run.stdout, f"trial check does not list criterion {cid}"
 
 
+@pytest.mark.parametrize("trial", BUNDLED)
+def test_valuesets_check_accepts_the_bundled_trial(trial):
+    run = _cli("valuesets", "check", "--trial", trial)
+    assert run.returncode == 0, f"{trial}: exit {run.returncode}\n{run.stdout}\n{run.stderr}"
+
+
 @pytest.mark.parametrize("name", sorted(TRIALS))
 def test_oracle_covers_every_criterion_both_ways(name):
     """The demo patients exercise each computable criterion on both sides (met and not met)."""
