@@ -7,6 +7,7 @@ empty list) for a missing or malformed field instead of raising.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -16,6 +17,9 @@ from typing import Any, Iterator
 Json = dict[str, Any]
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+# Dates outside these years are data-entry errors, and calendar arithmetic on them (windows,
+# birthdays) would leave Python's date range: they are read as no date.
+MIN_YEAR, MAX_YEAR = 1800, 2999
 
 
 def as_dict(value: Any) -> Json:
@@ -107,6 +111,8 @@ def _parse_date_text(s: str) -> DateSpan | None:
     y, mo, d = m.group(1), m.group(2), m.group(3)
     try:
         year = int(y)
+        if not MIN_YEAR <= year <= MAX_YEAR:
+            return None
         if mo is None:
             return DateSpan(date(year, 1, 1), date(year, 12, 31))
         month = int(mo)
@@ -163,14 +169,24 @@ def iter_entries(bundle: Json) -> Iterator[tuple[str | None, Any]]:
 # ---------------------------------------------------------------- numbers
 
 
+MAX_MAGNITUDE = 1e100  # beyond any clinical value in any unit: a corrupt number, not a result
+
+
 def as_number(value: Any) -> float | None:
+    """A finite number within +-1e100 (JSON numbers, or a number written as a string).
+
+    Booleans, NaN, infinities, integers too large for a float and absurd magnitudes are not
+    numbers here: arithmetic on them raises or gives nonsense further down.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
+    try:
+        if isinstance(value, (int, float)):
+            x = float(value)
+        elif isinstance(value, str):
+            x = float(value.strip())
+        else:
             return None
-    return None
+    except (ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) and abs(x) <= MAX_MAGNITUDE else None

@@ -264,11 +264,17 @@ def lab_uln(c: Criterion, ctx: Context) -> Outcome:
             parts.append(why)
             evidence += [m.ref] if m else []
             continue
+        if m.ref_high_problem:  # the lab's own ULN is there but unusable: no guess
+            results.append(None)
+            parts.append(f"{label} on {m.day}: {m.ref_high_problem}")
+            evidence.append(m.ref)
+            continue
         uln, uln_note = default_uln, " (default ULN)"
         if m.ref_high is not None:
             try:
-                uln = round(ctx.units.convert(m.ref_high[0], m.ref_high[1] or m.unit_code, m.ref_high[2] or m.unit_text, spec), spec.decimals)
-                uln_note = ""
+                converted = round(ctx.units.convert(m.ref_high[0], m.ref_high[1] or m.unit_code, m.ref_high[2] or m.unit_text, spec), spec.decimals)
+                if converted > 0:
+                    uln, uln_note = converted, ""
             except UnitError:
                 pass
         ratio = value / uln if uln else None

@@ -10,6 +10,7 @@ unknown unit or a unit of another dimension is reported as such.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ class UnitSystem:
         except Exception:  # pint raises several error types for bad input
             raise UnitError("unknown", f"unit {unit!r} is not recognised") from None
         if isinstance(q, (int, float)):
-            return q * self.ureg.dimensionless
+            q = q * self.ureg.dimensionless
+        if not (isinstance(q.magnitude, (int, float)) and math.isfinite(q.magnitude) and q.magnitude > 0):
+            raise UnitError("unknown", f"unit {unit!r} is not a unit (a zero, negative or infinite factor)")
         return q
 
     def _factor_uncached(self, code: str | None, text: str | None, spec: QuantitySpec) -> tuple[float, str]:
@@ -124,6 +127,12 @@ class UnitSystem:
                     "incompatible", f"unit {raw!r} is not a {spec.name} unit (expected {spec.unit})"
                 )
                 continue
+            except (ArithmeticError, ValueError, TypeError):  # pint on degenerate input
+                last = UnitError("unknown", f"unit {raw!r} cannot be converted to {spec.unit}")
+                continue
+            if not (math.isfinite(factor) and factor > 0):
+                last = UnitError("unknown", f"unit {raw!r} cannot be converted to {spec.unit}")
+                continue
             return float(factor), raw
         assert last is not None
         raise last
@@ -131,6 +140,8 @@ class UnitSystem:
     def convert(self, value: float, code: str | None, text: str | None, spec: QuantitySpec) -> float:
         """``value`` in the unit named by ``code`` (UCUM) or ``text``, expressed in ``spec.unit``."""
         factor, _ = self._factor(code, text, spec)
+        if not math.isfinite(value * factor):
+            raise UnitError("unknown", "the value is out of range")
         return value * factor
 
     def to_mg(self, value: float, code: str | None, text: str | None) -> float:
