@@ -160,6 +160,83 @@ def subject_reference(resource: Json) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One well-formed part of a Bundle entry (malformed parts are dropped and named)."""
+
+    index: int
+    full_url: str | None
+    resource: Json | None
+    request: Json
+
+
+# Bundles whose entries legitimately carry no resource (a response, a deletion in a history).
+_NO_RESOURCE_TYPES = {"history", "transaction-response", "batch-response"}
+
+
+def bundle_entries(bundle: Json) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """A Bundle's entries, checked for shape, and the structural problems found.
+
+    Problems are ``(where, reason)`` with ``where`` = "" (the Bundle itself) or "entry <i>".
+    An entry that is not an object, or whose resource is not an object, is skipped; a
+    malformed fullUrl or request is ignored and the resource kept. Nothing is dropped
+    without a problem, except entries that need no resource (DELETE, responses).
+    """
+    problems: list[tuple[str, str]] = []
+    raw = bundle.get("entry")
+    if raw is None:
+        return [], problems
+    if isinstance(raw, dict):
+        problems.append(("", "Bundle.entry is not a list (read as a single entry)"))
+        raw = [raw]
+    elif not isinstance(raw, list):
+        problems.append(("", f"Bundle.entry is not a list but {_json_type(raw)} (no entry read)"))
+        return [], problems
+    btype = bundle.get("type")
+    out = []
+    for i, e in enumerate(raw):
+        where = f"entry {i}"
+        if not isinstance(e, dict):
+            problems.append((where, f"the entry is {_json_type(e)}, not an object (skipped)"))
+            continue
+        full_url = e.get("fullUrl")
+        if full_url is not None and not as_str(full_url):
+            problems.append((where, "entry.fullUrl is not a non-empty string (ignored)"))
+            full_url = None
+        request = e.get("request")
+        if request is not None and not isinstance(request, dict):
+            problems.append((where, "entry.request is not an object (ignored)"))
+            request = None
+        request = request or {}
+        for key in ("method", "url"):
+            if key in request and not as_str(request[key]):
+                problems.append((where, f"entry.request.{key} is not a non-empty string (ignored)"))
+                request = {k: v for k, v in request.items() if k != key}
+        resource = e.get("resource")
+        if resource is not None and not isinstance(resource, dict):
+            problems.append((where, f"entry.resource is {_json_type(resource)}, not an object (skipped)"))
+            continue
+        if resource is None and not (request.get("method") == "DELETE" or "response" in e or btype in _NO_RESOURCE_TYPES):
+            problems.append((where, "the entry has no resource (skipped)"))
+            continue
+        out.append(Entry(i, full_url, resource, request))
+    return out, problems
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
 def iter_entries(bundle: Json) -> Iterator[tuple[str | None, Any]]:
     for entry in as_list(bundle.get("entry")):
         if isinstance(entry, dict):

@@ -113,7 +113,7 @@ def _value_fields(src: Json, ref: str, at: str = "") -> dict[str, Any]:
         out["unit_text"] = as_str(q.get("unit"))
         if out["number"] is None and "value" in q:
             out["malformed"] = f"{ref} {at}valueQuantity.value is not a number"
-        elif comp is not None and comp not in _COMPARATORS:
+        elif comp is not None and not (isinstance(comp, str) and comp in _COMPARATORS):
             out["number"] = None
             out["malformed"] = f"{ref} {at}valueQuantity.comparator is not one of < <= >= >"
         else:
