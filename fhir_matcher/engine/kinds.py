@@ -188,6 +188,9 @@ def _quantity(ctx: Context, valuesets: list[str], window: Window, spec: Quantity
     if passed_over:
         m, e = passed_over
         return m, None, None, f"no usable {label} result in {window.describe()}: the one of {m.day} has {e}"
+    undated = next((m for m in ctx.measurements_in(valuesets) if m.date_problem), None)
+    if undated is not None:  # a result whose date cannot be read may be in the window
+        return undated, None, None, f"{label}: {undated.date_problem}, cannot tell if it is in {window.describe()}"
     if newest is not None:
         return None, None, None, f"no {label} result in {window.describe()} (latest {newest.day})"
     return None, None, None, f"no {label} result in {window.describe()}"
@@ -303,6 +306,9 @@ def test_result(c: Criterion, ctx: Context) -> Outcome:
     mode = c.params.get("mode", "latest")
     span = f" in {window.describe()}" if window else ""
     if not results:
+        undated = [m for m in ctx.measurements_in(valuesets) if m.date_problem and _positivity(c, ctx, m) is not False]
+        if undated:  # positive or unreadable, and its date cannot be read: it may count
+            return Outcome(UNKNOWN, f"{label}: {undated[0].date_problem}, cannot tell if it counts", [m.ref for m in undated])
         return Outcome(_missing(c, NOT_MET), f"no {label} result{span}")
     readings = [(m, _positivity(c, ctx, m)) for m in results]
     if mode == "any":

@@ -88,6 +88,7 @@ class Measurement:
     interpretation: list[Json] = field(default_factory=list)
     ref_high: tuple[float, str | None, str | None] | None = None  # referenceRange.high
     ref_high_problem: str | None = None  # a referenceRange.high that is there but unusable
+    date_problem: str | None = None  # why ``day`` is None: a malformed or missing date
     malformed: str | None = None  # a value that is there but unusable: the criterion says so
 
     @property
@@ -163,14 +164,18 @@ def measurements(record: PatientRecord, wanted: Callable[[Json], bool] | None = 
         use_comps = [(i, c) for i, c in enumerate(components) if wanted is None or wanted(as_dict(c.get("code")))]
         if not use_main and not use_comps:
             continue
-        written = (
-            as_str(r.get("effectiveDateTime"))
-            or as_str(as_dict(r.get("effectivePeriod")).get("end"))
-            or as_str(r.get("effectiveInstant"))
-            or as_str(r.get("issued"))
-        )
+        dates = [("effectiveDateTime", r.get("effectiveDateTime")), ("effectivePeriod.end", as_dict(r.get("effectivePeriod")).get("end")),
+                 ("effectiveInstant", r.get("effectiveInstant")), ("issued", r.get("issued"))]
+        field_name, written = next(((f, v) for f, v in dates if as_str(v)), (None, None))
         ref = ref_of(r)
-        base = dict(ref=ref, day=parse_date(written), sort_key=written or "", interpretation=as_list(r.get("interpretation")))
+        day = parse_date(written)
+        if day is not None:
+            date_problem = None
+        elif field_name:
+            date_problem = f"{ref} {field_name} is not a valid date"
+        else:
+            date_problem = f"{ref} has no effective date"
+        base = dict(ref=ref, day=day, sort_key=written or "", interpretation=as_list(r.get("interpretation")), date_problem=date_problem)
         if use_main:
             out.append(Measurement(code=code, **base, **_value_fields(r, ref)))
         for i, comp in use_comps:
