@@ -124,7 +124,7 @@ def screen_bulk(
         result = screen_files(folder, trial, as_of, progress)
     result.source = url
     result.cost = client.transport.cost
-    result.problems = [p.replace(folder, "$export") for p in result.problems]
+    result.problems = export.problems + [p.replace(folder, "$export") for p in result.problems]
     result.duration_s = time.monotonic() - started
     log.info("bulk export: %d files after %d polls", len(job.files), job.polls)
     return result

@@ -125,3 +125,19 @@ def test_server_pages_with_malformed_entries_are_named_per_page_and_entry():
         ("Patient search page 1 entry 2", "entry.resource is a list, not an object (skipped)"),
         ("Patient search page 2", "Bundle.entry is not a list (read as a single entry)"),
     ]
+
+
+@responses.activate
+def test_bulk_manifest_outputs_without_url_are_named(tmp_path):
+    from fhir_matcher.sources.bulk import BulkExport
+
+    status = f"{BASE}/$export-poll-status?_jobId=1"
+    responses.get(f"{BASE}/$export", status=202, headers={"Content-Location": status})
+    responses.get(status, status=200, json={"requiresAccessToken": False, "output": [
+        {"type": "Patient", "url": "https://files.example.org/p.ndjson"}, {"type": "Observation"}, "junk"]})
+    responses.get("https://files.example.org/p.ndjson", body='{"resourceType":"Patient","id":"a"}\n')
+    responses.delete(status, status=202)
+    export = BulkExport(FhirClient(BASE, Transport(sleep=lambda s: None)), types=["Patient"], sleep=lambda s: None)
+    job = export.run(tmp_path)
+    assert len(job.files) == 1
+    assert export.problems == ["bulk export manifest: output 1 has no url (skipped)", "bulk export manifest: output 2 has no url (skipped)"]
