@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -49,6 +50,19 @@ log = logging.getLogger("fhir_matcher")
 EXIT_DATA_PROBLEMS = 3  # the run finished, but some input was malformed or skipped (see run.json)
 EXIT_LOCKED = 75  # another nightly run holds the state
 
+EXIT_CODES = {  # shown in --help and the README; tests/test_exit_codes.py reaches each one
+    0: "done",
+    1: "internal error (run with -v for details); for load also: the server rejected some resources; for trial check and valuesets check: problems were found, each named",
+    2: "a problem to fix: a wrong option, config, trial file or credentials, an unreachable or refusing server; nothing recorded as done",
+    3: "done, but some input was malformed or skipped (listed in run.json and the report)",
+    75: "another nightly run holds the state file (try again later)",
+    130: "interrupted (Ctrl-C)",
+}
+
+
+def _exit_epilog(*codes: int) -> str:
+    return "exit codes:\n" + "\n".join(textwrap.fill(EXIT_CODES[c], 79, initial_indent=f"  {c:<4} ", subsequent_indent=" " * 7) for c in codes)
+
 
 class UserError(Exception):
     """A problem the user can fix; printed as one line, no traceback."""
@@ -71,11 +85,14 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fhir-matcher", description="Screen FHIR R4 patients for clinical-trial eligibility.")
+    raw = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="fhir-matcher", description="Screen FHIR R4 patients for clinical-trial eligibility.",
+                                epilog=_exit_epilog(*EXIT_CODES), formatter_class=raw)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("screen", help="screen patients from files or a FHIR server and write the outputs")
+    s = sub.add_parser("screen", help="screen patients from files or a FHIR server and write the outputs",
+                       epilog=_exit_epilog(0, 1, 2, 3, 130), formatter_class=raw)
     s.add_argument("--source", required=True, help="a FHIR JSON/NDJSON file, a folder of them, or a FHIR R4 base URL")
     s.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     s.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
@@ -95,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     _server_options(s)
     _verbosity(s)
 
-    ld = sub.add_parser("load", help="upload FHIR Bundles and NDJSON to a server as transactions")
+    ld = sub.add_parser("load", help="upload FHIR Bundles and NDJSON to a server as transactions",
+                        epilog=_exit_epilog(0, 1, 2, 130), formatter_class=raw)
     ld.add_argument("--server", required=True, help="FHIR R4 base URL")
     ld.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders (what screen reads)")
     ld.add_argument("--chunk", type=int, default=200, help="resources per transaction (default 200)")
@@ -105,8 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     _verbosity(ld)
 
     synth.add_parser(sub)
+    sp = sub.choices["synth"]
+    sp.epilog = (sp.epilog + "\n\n" if sp.epilog else "") + _exit_epilog(0, 1, 2, 130)
 
-    n = sub.add_parser("nightly", help="incremental nightly screen of a server, with write-back and reports")
+    n = sub.add_parser("nightly", help="incremental nightly screen of a server, with write-back and reports",
+                       epilog=_exit_epilog(0, 1, 2, 3, 75, 130), formatter_class=raw)
     n.add_argument("--server", default=None, help="FHIR R4 base URL (or [server] url in --config)")
     n.add_argument("--state", type=Path, default=None, help="SQLite state file (or [output] state)")
     n.add_argument("--out", type=Path, default=None, help="output folder (or [output] dir)")
@@ -121,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     _verbosity(n)
     _trial_parser(sub)
 
-    m = sub.add_parser("match", help="one patient against every trial: which trials could this patient join?")
+    m = sub.add_parser("match", help="one patient against every trial: which trials could this patient join?",
+                       epilog=_exit_epilog(0, 1, 2, 3, 130), formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("--patient", required=True, metavar="Patient/ID", help="the patient (Patient/<id> or <id>)")
     m.add_argument("--source", required=True, help="a FHIR JSON/NDJSON file or folder, or a FHIR R4 base URL")
     m.add_argument("--trial", type=Path, action="append", default=None, help="trial definition TOML (repeatable; default: the bundled trial)")
@@ -133,11 +155,14 @@ def _parser() -> argparse.ArgumentParser:
     _verbosity(m)
 
     valuesets_commands.add_parser(sub, _server_options, _verbosity)
+    vp = sub.choices["valuesets"]
+    vp.epilog, vp.formatter_class = _exit_epilog(0, 1, 2, 130), argparse.RawDescriptionHelpFormatter
     return p
 
 
 def _trial_parser(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("trial", help="check a trial definition, or export it as FHIR R4")
+    raw = argparse.RawDescriptionHelpFormatter
+    t = sub.add_parser("trial", help="check a trial definition, or export it as FHIR R4", epilog=_exit_epilog(0, 1, 2, 130), formatter_class=raw)
     tsub = t.add_subparsers(dest="trial_command", required=True, metavar="ACTION")
     c = tsub.add_parser("check", help="load a trial and its value sets; list criteria, value sets and every problem (exit 1 if any)")
     c.add_argument("path", type=Path, nargs="?", default=None, metavar="PATH", help=f"trial definition TOML (default: {default_trial_path().name})")

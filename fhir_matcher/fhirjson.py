@@ -7,6 +7,7 @@ empty list) for a missing or malformed field instead of raising.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -16,6 +17,9 @@ from typing import Any, Iterator
 Json = dict[str, Any]
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+# Dates outside these years are data-entry errors, and calendar arithmetic on them (windows,
+# birthdays) would leave Python's date range: they are read as no date.
+MIN_YEAR, MAX_YEAR = 1800, 2999
 
 
 def as_dict(value: Any) -> Json:
@@ -107,6 +111,8 @@ def _parse_date_text(s: str) -> DateSpan | None:
     y, mo, d = m.group(1), m.group(2), m.group(3)
     try:
         year = int(y)
+        if not MIN_YEAR <= year <= MAX_YEAR:
+            return None
         if mo is None:
             return DateSpan(date(year, 1, 1), date(year, 12, 31))
         month = int(mo)
@@ -154,6 +160,83 @@ def subject_reference(resource: Json) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One well-formed part of a Bundle entry (malformed parts are dropped and named)."""
+
+    index: int
+    full_url: str | None
+    resource: Json | None
+    request: Json
+
+
+# Bundles whose entries legitimately carry no resource (a response, a deletion in a history).
+_NO_RESOURCE_TYPES = {"history", "transaction-response", "batch-response"}
+
+
+def bundle_entries(bundle: Json) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """A Bundle's entries, checked for shape, and the structural problems found.
+
+    Problems are ``(where, reason)`` with ``where`` = "" (the Bundle itself) or "entry <i>".
+    An entry that is not an object, or whose resource is not an object, is skipped; a
+    malformed fullUrl or request is ignored and the resource kept. Nothing is dropped
+    without a problem, except entries that need no resource (DELETE, responses).
+    """
+    problems: list[tuple[str, str]] = []
+    raw = bundle.get("entry")
+    if raw is None:
+        return [], problems
+    if isinstance(raw, dict):
+        problems.append(("", "Bundle.entry is not a list (read as a single entry)"))
+        raw = [raw]
+    elif not isinstance(raw, list):
+        problems.append(("", f"Bundle.entry is not a list but {_json_type(raw)} (no entry read)"))
+        return [], problems
+    btype = bundle.get("type")
+    out = []
+    for i, e in enumerate(raw):
+        where = f"entry {i}"
+        if not isinstance(e, dict):
+            problems.append((where, f"the entry is {_json_type(e)}, not an object (skipped)"))
+            continue
+        full_url = e.get("fullUrl")
+        if full_url is not None and not as_str(full_url):
+            problems.append((where, "entry.fullUrl is not a non-empty string (ignored)"))
+            full_url = None
+        request = e.get("request")
+        if request is not None and not isinstance(request, dict):
+            problems.append((where, "entry.request is not an object (ignored)"))
+            request = None
+        request = request or {}
+        for key in ("method", "url"):
+            if key in request and not as_str(request[key]):
+                problems.append((where, f"entry.request.{key} is not a non-empty string (ignored)"))
+                request = {k: v for k, v in request.items() if k != key}
+        resource = e.get("resource")
+        if resource is not None and not isinstance(resource, dict):
+            problems.append((where, f"entry.resource is {_json_type(resource)}, not an object (skipped)"))
+            continue
+        if resource is None and not (request.get("method") == "DELETE" or "response" in e or btype in _NO_RESOURCE_TYPES):
+            problems.append((where, "the entry has no resource (skipped)"))
+            continue
+        out.append(Entry(i, full_url, resource, request))
+    return out, problems
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
 def iter_entries(bundle: Json) -> Iterator[tuple[str | None, Any]]:
     for entry in as_list(bundle.get("entry")):
         if isinstance(entry, dict):
@@ -163,14 +246,24 @@ def iter_entries(bundle: Json) -> Iterator[tuple[str | None, Any]]:
 # ---------------------------------------------------------------- numbers
 
 
+MAX_MAGNITUDE = 1e100  # beyond any clinical value in any unit: a corrupt number, not a result
+
+
 def as_number(value: Any) -> float | None:
+    """A finite number within +-1e100 (JSON numbers, or a number written as a string).
+
+    Booleans, NaN, infinities, integers too large for a float and absurd magnitudes are not
+    numbers here: arithmetic on them raises or gives nonsense further down.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
+    try:
+        if isinstance(value, (int, float)):
+            x = float(value)
+        elif isinstance(value, str):
+            x = float(value.strip())
+        else:
             return None
-    return None
+    except (ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) and abs(x) <= MAX_MAGNITUDE else None

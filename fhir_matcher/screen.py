@@ -125,7 +125,7 @@ def screen_server(
     records = source.read(progress[0])
     total = source.patient_total()
     results = _evaluate_all(records, trial, as_of, progress[1])
-    problems = [str(p) for p in source.builder.problems] + source.notes
+    problems = [str(p) for p in source.builder.problems] + [f"{w}: {r}" for w, r in client.problems] + source.notes
     outside = max(0, total - len(results)) if total is not None else 0
     return Screening(url, trial, as_of, results, problems, outside, client.transport.cost, time.monotonic() - started)
 
@@ -180,7 +180,7 @@ def screen_bulk_many(
     for result in results:
         result.source = url
         result.cost = client.transport.cost
-        result.problems = [p.replace(folder, "$export") for p in result.problems]
+        result.problems = export.problems + [p.replace(folder, "$export") for p in result.problems]
         result.duration_s = time.monotonic() - started
     log.info("bulk export: %d files after %d polls", len(job.files), job.polls)
     return results

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Iterator
 
 from ..normalize.units import UnitSystem, default_units
 from ..sources.record import PatientRecord
@@ -18,6 +19,23 @@ log = logging.getLogger("fhir_matcher")
 CANDIDATE, POTENTIAL, INELIGIBLE = "candidate", "potential-candidate", "ineligible"
 STATUSES = (CANDIDATE, POTENTIAL, INELIGIBLE)
 SHORTLIST = (CANDIDATE, POTENTIAL)  # the statuses that get a ResearchSubject
+
+_strict = False
+
+
+@contextmanager
+def strict_kinds() -> Iterator[None]:
+    """Let an exception inside a kind escape instead of becoming an ``unknown`` criterion.
+
+    For tests: malformed data must be handled where it is read, so any exception a kind
+    raises is a bug, which the top-level catch in ``evaluate`` would otherwise hide.
+    """
+    global _strict
+    before, _strict = _strict, True
+    try:
+        yield
+    finally:
+        _strict = before
 
 
 @dataclass
@@ -92,6 +110,8 @@ def evaluate(record: PatientRecord, trial: Trial, as_of: date, units: UnitSystem
         try:
             results[c.id] = run(c, ctx)
         except Exception as e:  # one criterion's bad data must not sink the patient
+            if _strict:
+                raise
             log.warning("criterion %s could not be evaluated for one patient (%s)", c.id, type(e).__name__)
             log.debug("criterion %s failed", c.id, exc_info=True)
             results[c.id] = Outcome(UNKNOWN, f"could not be evaluated ({type(e).__name__} on malformed data)")

@@ -10,6 +10,7 @@ None with the reason; never a guess.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -31,6 +32,8 @@ def _per_day(timing: Json) -> tuple[float | None, str]:
     freq = as_number(repeat.get("frequencyMax")) or as_number(repeat.get("frequency"))
     period = as_number(repeat.get("period"))
     unit = as_str(repeat.get("periodUnit"))
+    if (freq is not None and freq <= 0) or (period is not None and period <= 0):
+        return None, "timing.repeat.frequency or period is not a positive number"
     if period and unit in _PERIOD_DAYS:
         return (freq or 1.0) / (period * _PERIOD_DAYS[unit]), ""
     tod = as_list(repeat.get("timeOfDay"))
@@ -72,7 +75,7 @@ _TEXT_FREQ = [
     (re.compile(r"\b(bid|b\.i\.d\.|twice (?:a )?daily|twice a day)\b", re.I), lambda m: 2.0),
     (re.compile(r"\b(tid|t\.i\.d\.|three times (?:a )?daily|three times a day)\b", re.I), lambda m: 3.0),
     (re.compile(r"\b(qid|q\.i\.d\.|four times (?:a )?daily|four times a day)\b", re.I), lambda m: 4.0),
-    (re.compile(r"\b(?:q|every\s*)(\d+)\s*(?:h|hr|hrs|hours?)\b", re.I), lambda m: 24.0 / float(m.group(1))),
+    (re.compile(r"\b(?:q|every\s*)(\d+)\s*(?:h|hr|hrs|hours?)\b", re.I), lambda m: 24.0 / float(m.group(1)) if float(m.group(1)) > 0 else None),
     (re.compile(r"\bqod\b|every other day", re.I), lambda m: 0.5),
     (re.compile(r"(?:每日|每天|一日|1日)\s*([一二两三四1-4])\s*次"), lambda m: float(_CN_NUMBER.get(m.group(1), m.group(1)))),
     (re.compile(r"隔日"), lambda m: 0.5),
@@ -83,9 +86,10 @@ def dose_from_text(text: str, medication: Any, units: UnitSystem) -> tuple[float
     """mg per day from a free-text dosage, only when both dose and frequency are written."""
     doses = _TEXT_DOSE.findall(text)
     freqs = [fn(m) for pattern, fn in _TEXT_FREQ for m in [pattern.search(text)] if m]
-    if len(doses) != 1 or len({f for f in freqs}) != 1:
+    value = as_number(doses[0][0]) if len(doses) == 1 else None
+    if value is None or len({f for f in freqs}) != 1 or freqs[0] is None:
         return None, "dose only as free text, not read with certainty"
-    value, unit = float(doses[0][0]), doses[0][1].lower()
+    unit = doses[0][1].lower()
     if unit in ("片", "粒") or unit.startswith("tab"):
         strength = strength_mg(medication)
         if strength is None:
@@ -102,7 +106,7 @@ def daily_dose_mg(dosages: tuple[Json, ...], medication: Any, units: UnitSystem)
     if not dosages:
         return None, "no dosage recorded"
     total = 0.0
-    for dosage in dosages:
+    for n, dosage in enumerate(dosages):
         q = _dose_quantity(dosage)
         if not q:
             text = as_str(dosage.get("text"))
@@ -114,8 +118,8 @@ def daily_dose_mg(dosages: tuple[Json, ...], medication: Any, units: UnitSystem)
             total += mg
             continue
         value = as_number(q.get("value"))
-        if value is None:
-            return None, "dose quantity has no numeric value"
+        if value is None or value < 0:
+            return None, f"dosage[{n}] dose quantity value is not a number" if "value" in q else "dose quantity has no numeric value"
         code, text = as_str(q.get("code")), as_str(q.get("unit"))
         unit_words = [u for u in (code, text) if u]
         if unit_words and any(_UNIT_DOSE.match(u.strip()) for u in unit_words):
@@ -135,4 +139,6 @@ def daily_dose_mg(dosages: tuple[Json, ...], medication: Any, units: UnitSystem)
             else:
                 return None, why
         total += mg * per_day
+    if not math.isfinite(total):
+        return None, "dose out of range"
     return total, ""

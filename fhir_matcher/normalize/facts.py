@@ -87,6 +87,8 @@ class Measurement:
     boolean: bool | None = None
     interpretation: list[Json] = field(default_factory=list)
     ref_high: tuple[float, str | None, str | None] | None = None  # referenceRange.high
+    ref_high_problem: str | None = None  # a referenceRange.high that is there but unusable
+    date_problem: str | None = None  # why ``day`` is None: a malformed or missing date
     malformed: str | None = None  # a value that is there but unusable: the criterion says so
 
     @property
@@ -94,36 +96,59 @@ class Measurement:
         return any(v is not None for v in (self.number, self.concept, self.text, self.boolean, self.malformed))
 
 
-def _value_fields(src: Json) -> dict[str, Any]:
+_COMPARATORS = {"<", "<=", ">=", ">"}
+
+
+def _value_fields(src: Json, ref: str, at: str = "") -> dict[str, Any]:
+    """The value of an Observation (or of a component, ``at`` = "component[i].").
+
+    A value that is there but unusable is kept as ``malformed``: the reason names the resource
+    and the field, so the criterion it feeds says exactly what is wrong.
+    """
     out: dict[str, Any] = {}
     q = src.get("valueQuantity")
     if isinstance(q, dict):
         out["number"] = as_number(q.get("value"))
-        if out["number"] is None and "value" in q:
-            out["malformed"] = "value is not a number"
-        comp = as_str(q.get("comparator"))
-        out["comparator"] = comp
+        comp = q.get("comparator")
         out["unit_code"] = as_str(q.get("code"))
         out["unit_text"] = as_str(q.get("unit"))
+        if out["number"] is None and "value" in q:
+            out["malformed"] = f"{ref} {at}valueQuantity.value is not a number"
+        elif comp is not None and not (isinstance(comp, str) and comp in _COMPARATORS):
+            out["number"] = None
+            out["malformed"] = f"{ref} {at}valueQuantity.comparator is not one of < <= >= >"
+        else:
+            out["comparator"] = comp
+    elif "valueQuantity" in src and src["valueQuantity"] is not None:
+        out["malformed"] = f"{ref} {at}valueQuantity is not an object"
     elif isinstance(src.get("valueCodeableConcept"), dict):
         out["concept"] = src["valueCodeableConcept"]
     elif isinstance(src.get("valueString"), str):
         m = _NUMBER_STRING.match(src["valueString"])
-        if m:
-            out["number"] = float(m.group(2))
+        number = as_number(m.group(2)) if m else None
+        if number is not None:
+            out["number"] = number
             out["comparator"] = {"≤": "<=", "≥": ">="}.get(m.group(1), m.group(1))
         else:
             out["text"] = src["valueString"]
     elif isinstance(src.get("valueBoolean"), bool):
         out["boolean"] = src["valueBoolean"]
-    elif isinstance(src.get("valueInteger"), int):
-        out["number"] = float(src["valueInteger"])
-    for rr in as_list(src.get("referenceRange")):
-        high = as_dict(as_dict(rr).get("high"))
-        value = as_number(high.get("value"))
-        if value is not None:
-            out["ref_high"] = (value, as_str(high.get("code")), as_str(high.get("unit")))
+    elif "valueInteger" in src:
+        number = as_number(src["valueInteger"]) if isinstance(src["valueInteger"], int) else None
+        if number is None:
+            out["malformed"] = f"{ref} {at}valueInteger is not an integer"
+        else:
+            out["number"] = number
+    for i, rr in enumerate(as_list(src.get("referenceRange"))):
+        high = as_dict(rr).get("high")
+        if high is None:
+            continue
+        value = as_number(as_dict(high).get("value"))
+        if value is None or value <= 0:
+            out["ref_high_problem"] = f"{ref} {at}referenceRange[{i}].high.value is not a positive number"
             break
+        out["ref_high"] = (value, as_str(high.get("code")), as_str(high.get("unit")))
+        break
     return out
 
 
@@ -136,20 +161,25 @@ def measurements(record: PatientRecord, wanted: Callable[[Json], bool] | None = 
         code = as_dict(r.get("code"))
         components = [as_dict(c) for c in as_list(r.get("component"))]
         use_main = wanted is None or wanted(code)
-        use_comps = [c for c in components if wanted is None or wanted(as_dict(c.get("code")))]
+        use_comps = [(i, c) for i, c in enumerate(components) if wanted is None or wanted(as_dict(c.get("code")))]
         if not use_main and not use_comps:
             continue
-        written = (
-            as_str(r.get("effectiveDateTime"))
-            or as_str(as_dict(r.get("effectivePeriod")).get("end"))
-            or as_str(r.get("effectiveInstant"))
-            or as_str(r.get("issued"))
-        )
-        base = dict(ref=ref_of(r), day=parse_date(written), sort_key=written or "", interpretation=as_list(r.get("interpretation")))
+        dates = [("effectiveDateTime", r.get("effectiveDateTime")), ("effectivePeriod.end", as_dict(r.get("effectivePeriod")).get("end")),
+                 ("effectiveInstant", r.get("effectiveInstant")), ("issued", r.get("issued"))]
+        field_name, written = next(((f, v) for f, v in dates if as_str(v)), (None, None))
+        ref = ref_of(r)
+        day = parse_date(written)
+        if day is not None:
+            date_problem = None
+        elif field_name:
+            date_problem = f"{ref} {field_name} is not a valid date"
+        else:
+            date_problem = f"{ref} has no effective date"
+        base = dict(ref=ref, day=day, sort_key=written or "", interpretation=as_list(r.get("interpretation")), date_problem=date_problem)
         if use_main:
-            out.append(Measurement(code=code, **base, **_value_fields(r)))
-        for comp in use_comps:
-            fields = _value_fields(comp)
+            out.append(Measurement(code=code, **base, **_value_fields(r, ref)))
+        for i, comp in use_comps:
+            fields = _value_fields(comp, ref, f"component[{i}].")
             if fields:
                 base_c = {**base, "interpretation": as_list(comp.get("interpretation")) or base["interpretation"]}
                 out.append(Measurement(code=as_dict(comp.get("code")), **base_c, **fields))

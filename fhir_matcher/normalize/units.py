@@ -16,6 +16,7 @@ unit of another kind is reported as such.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -186,6 +187,8 @@ class UnitSystem:
             except Exception:  # the UCUM grammar and pint raise several error types for bad input
                 continue
             if hasattr(q, "units"):
+                if not (isinstance(q.magnitude, (int, float)) and math.isfinite(q.magnitude) and q.magnitude > 0):
+                    raise UnitError("unknown", f"unit {unit!r} is not a unit (a zero, negative or infinite factor)")
                 return q
         raise UnitError("unknown", f"unit {unit!r} is not recognised")
 
@@ -282,13 +285,19 @@ class UnitSystem:
             elif any(_is_equivalent_unit(n) for n in source.units._units):
                 last = UnitError("incompatible", f"unit {raw!r} counts equivalents, and {spec.name} declares no equivalent_units for it")
                 continue
-            factor = self._factor(source, source_num, target, target_num, spec.molar_mass)
-            if factor is not None:
-                return Converter(factor, 0.0, None, raw)
-            for conv in spec.conversions:
-                to_from = self._factor(source, source_num, self.parse(conv.source), self.numerator_kind(conv.source), spec.molar_mass)
-                if to_from is not None:
-                    return Converter(conv.scale * to_from, conv.offset, conv.decimals, raw)
+            try:
+                factor = self._factor(source, source_num, target, target_num, spec.molar_mass)
+                if factor is not None and not (math.isfinite(factor) and factor > 0):
+                    raise ArithmeticError("degenerate factor")
+                if factor is not None:
+                    return Converter(factor, 0.0, None, raw)
+                for conv in spec.conversions:
+                    to_from = self._factor(source, source_num, self.parse(conv.source), self.numerator_kind(conv.source), spec.molar_mass)
+                    if to_from is not None and math.isfinite(to_from) and to_from > 0:
+                        return Converter(conv.scale * to_from, conv.offset, conv.decimals, raw)
+            except (ArithmeticError, ValueError, TypeError):  # pint on degenerate input
+                last = UnitError("unknown", f"unit {raw!r} cannot be converted to {spec.unit}")
+                continue
             last = UnitError("incompatible", f"unit {raw!r} is not a {spec.name} unit (expected {spec.unit})")
         assert last is not None
         raise last
@@ -299,7 +308,10 @@ class UnitSystem:
 
     def convert(self, value: float, code: str | None, text: str | None, spec: QuantitySpec) -> float:
         """``value`` in the unit named by ``code`` (UCUM) or ``text``, expressed in ``spec.unit``."""
-        return self._converter(code, text, spec)(value)
+        out = self._converter(code, text, spec)(value)
+        if not math.isfinite(out):
+            raise UnitError("unknown", "the value is out of range")
+        return out
 
     def to_mg(self, value: float, code: str | None, text: str | None) -> float:
         """A dose in mass units (mg, g, ug, mcg, 毫克) expressed in mg."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from datetime import date
 from html import escape
@@ -53,6 +54,22 @@ def _value(o: Any) -> str:
     return f"{v} {o.unit}" if o.unit and o.unit != "a" else v
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP: what spreadsheets read as a formula
+_PLAIN_NUMBER = re.compile(r"^[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
+
+
+def csv_cell(value: Any) -> str:
+    """A cell a spreadsheet shows as text, never runs: data from a server is untrusted.
+
+    A cell starting with = + - @, a tab or a carriage return gets a leading apostrophe (OWASP
+    CSV injection advice), so it reads as written; plain numbers such as -1.5 stay numbers.
+    """
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(text):
+        return "'" + text
+    return text
+
+
 CSV_FIELDS = ["patient", "status", "criterion", "type", "result", "value", "unit", "reason", "evidence", "changed"]
 
 
@@ -63,7 +80,8 @@ def report_csv(trial: Trial, results: Sequence[PatientResult], changes: dict[str
     for r in results:
         for c in trial.criteria:
             o = r.criteria[c.id]
-            w.writerow([r.patient, r.status, c.id, c.type, o.result, "" if o.value is None else o.value, o.unit or "", o.reason, " ".join(o.evidence), (changes or {}).get(r.patient, "")])
+            row = [r.patient, r.status, c.id, c.type, o.result, o.value, o.unit, o.reason, " ".join(o.evidence), (changes or {}).get(r.patient, "")]
+            w.writerow([csv_cell(v) for v in row])
     return buf.getvalue()
 
 

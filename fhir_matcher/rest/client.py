@@ -7,7 +7,7 @@ import logging
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from ..fhirjson import Json, as_dict, as_list, as_str
+from ..fhirjson import Json, as_dict, as_list, as_str, bundle_entries
 from .query import Search
 from .transport import Transport, TransportError
 
@@ -43,6 +43,7 @@ class FhirClient:
         self._origin = urlsplit(self.base)
         self._warned_rewrite = False
         self.server_date: str | None = None  # the Date header of the latest answer (server clock)
+        self.problems: list[tuple[str, str]] = []  # malformed search entries: (where, reason)
 
     # ------------------------------------------------------------ plumbing
 
@@ -117,11 +118,19 @@ class FhirClient:
             url = self._same_origin(nxt) if nxt else None
 
     def search(self, search: Search) -> Iterator[Json]:
-        """Every resource of a search (matches and includes), across all pages."""
-        for page in self.pages(search):
-            for entry in as_list(page.get("entry")):
-                resource = as_dict(entry).get("resource")
-                if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
+        """Every resource of a search (matches and includes), across all pages.
+
+        A malformed entry is skipped and named in ``problems`` (page and entry index).
+        """
+        for n, page in enumerate(self.pages(search), 1):
+            entries, problems = bundle_entries(page)
+            for at, reason in problems:
+                where = f"{search.resource_type} search page {n}" + (f" {at}" if at else "")
+                self.problems.append((where, reason))
+                log.warning("%s: %s", where, reason)
+            for entry in entries:
+                resource = entry.resource
+                if resource is not None and resource.get("resourceType") != "OperationOutcome":
                     yield resource
 
     def transaction(self, bundle: Json) -> Json:

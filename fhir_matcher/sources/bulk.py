@@ -89,6 +89,7 @@ class BulkExport:
         self.poll_max = poll_max
         self.timeout = timeout
         self.sleep = sleep
+        self.problems: list[str] = []  # malformed parts of the manifest, named
 
     def kick_off(self) -> str:
         path = f"Group/{self.group}/$export" if self.group else "$export"
@@ -126,9 +127,12 @@ class BulkExport:
 
     def download(self, manifest: dict, folder: Path, job: ExportJob) -> None:
         with_token = bool(manifest.get("requiresAccessToken"))
+        if "output" in manifest and not isinstance(manifest["output"], list):
+            self.problems.append("bulk export manifest: output is not a list (read as one item)")
         for n, item in enumerate(as_list(manifest.get("output")), 1):
             url, rtype = as_str(as_dict(item).get("url")), as_str(as_dict(item).get("type")) or "Resource"
             if not url:
+                self.problems.append(f"bulk export manifest: output {n - 1} has no url (skipped)")
                 continue
             dest = folder / f"{rtype}.{n:04d}.ndjson"
             self.client.transport.download(url, dest, headers={"Accept": NDJSON}, with_auth=with_token)

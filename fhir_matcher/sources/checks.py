@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..fhirjson import Json, parse_date
+from ..fhirjson import Json, as_number, parse_date
 
 _COMPARATORS = {"<", "<=", ">=", ">"}
 
@@ -40,9 +40,9 @@ def _quantity(field: str) -> Callable[[Any], str | None]:
         if not isinstance(value, dict):
             return f"{field} is not an object"
         v = value.get("value")
-        if "value" in value and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if "value" in value and (not isinstance(v, (int, float)) or as_number(v) is None):
             return f"{field}.value is not a number"
-        if "comparator" in value and value["comparator"] not in _COMPARATORS:
+        if "comparator" in value and not (isinstance(value["comparator"], str) and value["comparator"] in _COMPARATORS):
             return f"{field}.comparator is not one of < <= >= >"
         return None
 

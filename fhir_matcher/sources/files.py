@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
-from ..fhirjson import as_dict, as_str, iter_entries, normalize_reference, subject_reference
+from ..fhirjson import as_str, bundle_entries, normalize_reference, subject_reference
 from .record import PatientRecord, RecordBuilder
 
 SUFFIXES = (".json", ".ndjson")
@@ -206,36 +206,39 @@ class FileSource:
         else:
             b.add(data, where)
 
-    def add_bundle(self, bundle: dict[str, Any], where: str) -> None:
+    MAX_NESTING = 8  # Bundles inside Bundles deeper than this are named and skipped
+
+    def add_bundle(self, bundle: dict[str, Any], where: str, depth: int = 0) -> None:
         b = self.builder
-        entries = list(iter_entries(bundle))
+        if depth > self.MAX_NESTING:
+            b.problem(where, f"Bundle nested more than {self.MAX_NESTING} deep (skipped)")
+            return
+        entries, problems = bundle_entries(bundle)
+        for at, reason in problems:
+            b.problem(f"{where} {at}" if at else where, reason)
         # Patients first, so urn:uuid references inside this Bundle resolve to Patient/<id>.
         local: dict[str, str] = {}
-        for i, (full_url, res) in enumerate(entries):
-            res = as_dict(res)
-            if res.get("resourceType") == "Patient":
+        for e in entries:
+            res = e.resource
+            if res is not None and res.get("resourceType") == "Patient":
                 if not as_str(res.get("id")):
-                    url = as_str(as_dict(bundle["entry"][i].get("request")).get("url")) or ""
+                    url = as_str(e.request.get("url")) or ""
                     if url.startswith("Patient/") and "?" not in url:
                         res = {**res, "id": url.split("/", 1)[1]}
-                b.add_patient(res, f"{where} entry {i}", full_url)
-                if full_url and (res.get("id") or full_url):
-                    local[full_url] = b.aliases.get(full_url, f"Patient/{res.get('id')}")
-        for i, (full_url, res) in enumerate(entries):
+                b.add_patient(res, f"{where} entry {e.index}", e.full_url)
+                if e.full_url and (res.get("id") or e.full_url):
+                    local[e.full_url] = b.aliases.get(e.full_url, f"Patient/{res.get('id')}")
+        for e in entries:
+            res = e.resource
             if res is None:
-                continue  # e.g. a DELETE entry or a search outcome without resource
-            if not isinstance(res, dict):
-                b.problem(f"{where} entry {i}", "entry.resource is not an object")
-                continue
+                continue  # a DELETE entry or a response: no resource to read
             rtype = res.get("resourceType")
-            if rtype == "Patient":
+            if rtype in ("Patient", "OperationOutcome"):
                 continue
             if rtype == "Bundle":
-                self.add_bundle(res, f"{where} entry {i}")
+                self.add_bundle(res, f"{where} entry {e.index}", depth + 1)
                 continue
-            if rtype == "OperationOutcome":
-                continue
-            b.add(res, f"{where} entry {i}", full_url, local)
+            b.add(res, f"{where} entry {e.index}", e.full_url, local)
 
 
 def read_records(path: str | Path, progress: Callable[[int, int], None] | None = None) -> tuple[list[PatientRecord], RecordBuilder]:

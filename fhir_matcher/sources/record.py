@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ..fhirjson import Json, as_str, normalize_reference, ref_of, subject_reference
+from ..fhirjson import Json, as_list, as_str, normalize_reference, ref_of, subject_reference
 from .checks import check_resource
 
 log = logging.getLogger("fhir_matcher")
@@ -56,7 +56,7 @@ class PatientRecord:
     def medication(self, ref: str, container: Json) -> Json | None:
         """Resolve a medicationReference: contained (#id) or a shared Medication."""
         if ref.startswith("#"):
-            for c in container.get("contained") or []:
+            for c in as_list(container.get("contained")):
                 if isinstance(c, dict) and c.get("id") == ref[1:]:
                     return c
             return None

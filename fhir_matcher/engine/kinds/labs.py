@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import Any
 
@@ -53,10 +54,16 @@ def quantity(ctx: Context, valuesets: list[str], window: Window, spec: QuantityS
                 continue
             return m, None, None, f"latest {label} ({m.day}): {e}"
         decimals = spec.decimals if conv.decimals is None else conv.decimals
-        return m, round(conv(m.number), decimals), m.comparator, ""
+        value = conv(m.number)
+        if not math.isfinite(value):
+            return m, None, None, f"latest {label} ({m.day}): the value is out of range"
+        return m, round(value, decimals), m.comparator, ""
     if passed_over:
         m, e = passed_over
         return m, None, None, f"no usable {label} result in {window.describe()}: the one of {m.day} has {e}"
+    undated = next((m for m in ctx.measurements_in(valuesets) if m.date_problem), None)
+    if undated is not None:  # a result whose date cannot be read may be in the window
+        return undated, None, None, f"{label}: {undated.date_problem}, cannot tell if it is in {window.describe()}"
     if newest is not None:
         return None, None, None, f"no {label} result in {window.describe()} (latest {newest.day})"
     return None, None, None, f"no {label} result in {window.describe()}"
@@ -97,6 +104,11 @@ def lab_uln(c: Criterion, ctx: Context) -> Outcome:
             parts.append(why)
             evidence += [m.ref] if m else []
             continue
+        if m.ref_high_problem:  # the lab's own ULN is there but unusable: no guess
+            results.append(None)
+            parts.append(f"{label} on {m.day}: {m.ref_high_problem}")
+            evidence.append(m.ref)
+            continue
         uln, uln_note = default_uln, " (default ULN)"
         if m.ref_high is not None:
             try:
@@ -132,6 +144,9 @@ def test_result(c: Criterion, ctx: Context) -> Outcome:
     mode = c.params.get("mode", "latest")
     span = f" in {window.describe()}" if window else ""
     if not results:
+        undated = [m for m in ctx.measurements_in(valuesets) if m.date_problem and _positivity(c, ctx, m) is not False]
+        if undated:  # positive or unreadable, and its date cannot be read: it may count
+            return Outcome(UNKNOWN, f"{label}: {undated[0].date_problem}, cannot tell if it counts", [m.ref for m in undated])
         return Outcome(missing(c, NOT_MET), f"no {label} result{span}")
     readings = [(m, _positivity(c, ctx, m)) for m in results]
     if mode == "any":
