@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..engine.cohort import needed_types
 from ..fhirjson import as_dict, as_list, as_str
+from ..rest.capability import REFUSAL_STATUSES, export_refused
 from ..rest.client import FhirClient, FhirError, outcome_text
 from ..rest.transport import retry_after
 from ..trial import Trial
@@ -78,6 +79,7 @@ class BulkExport:
         types: list[str],
         filters: list[str] = (),
         group: str | None = None,
+        since: str | None = None,
         poll_max: float = 60.0,
         timeout: float = 3600.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -86,6 +88,7 @@ class BulkExport:
         self.types = types
         self.filters = list(filters)
         self.group = group
+        self.since = since  # only what changed after this instant (_since)
         self.poll_max = poll_max
         self.timeout = timeout
         self.sleep = sleep
@@ -93,11 +96,16 @@ class BulkExport:
     def kick_off(self) -> str:
         path = f"Group/{self.group}/$export" if self.group else "$export"
         params = [("_type", ",".join(self.types)), ("_outputFormat", NDJSON)] + [("_typeFilter", f) for f in self.filters]
+        if self.since:
+            params.append(("_since", self.since))
         resp = self.client.transport.request(
             "GET", f"{self.client.base}/{path}", params=params,
             headers={"Accept": "application/fhir+json", "Prefer": "respond-async"},
         )
         if resp.status_code != 202:
+            if not self.group and resp.status_code in REFUSAL_STATUSES | {403}:
+                # Epic, Oracle Health: Group export only; say so and what to use.
+                raise export_refused(FhirError(f"GET {self.client.base}/$export: HTTP {resp.status_code}{_outcome(resp)}", resp.status_code))
             raise FhirError(f"bulk export kick-off: HTTP {resp.status_code}{_outcome(resp)} (does the server support $export?)", resp.status_code)
         location = resp.headers.get("Content-Location")
         if not location:
