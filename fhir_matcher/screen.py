@@ -18,6 +18,7 @@ from .rest.client import FhirClient
 from .rest.transport import Cost, Transport
 from .sources.bulk import BulkExport, export_types, type_filters
 from .sources.files import FileSource
+from .sources.patients import PatientListSource, resolve_patient_list
 from .sources.rest import RestSource
 from .trial import Trial
 
@@ -91,12 +92,22 @@ def screen_server(
     workers: int = 4,
     progress: tuple[ProgressFn | None, ProgressFn | None] = (None, None),
     tag: str | None = None,
+    group: str | None = None,
+    patients_file: str | Path | None = None,
 ) -> Screening:
+    """Screen a server: everyone (a Condition scan finds the cohort), or only the patients of
+    ``group`` (a Group on the server) or ``patients_file``, with patient-scoped searches."""
     started = time.monotonic()
     client = FhirClient(url, transport or Transport())
-    source = RestSource(client, trial, workers=workers, tag=tag)
-    records = source.read(progress[0])
-    total = source.patient_total()
+    patients = resolve_patient_list(client, group=group, patients_file=patients_file)
+    if patients is None:
+        source = RestSource(client, trial, workers=workers, tag=tag)
+        records = source.read(progress[0])
+        total = source.patient_total()
+    else:
+        source = PatientListSource(client, trial, patients, workers=workers, tag=tag)
+        records = source.read(progress[0])
+        total = len(patients.ids)
     results = _evaluate_all(records, trial, as_of, progress[1])
     problems = [str(p) for p in source.builder.problems] + source.notes
     outside = max(0, total - len(results)) if total is not None else 0
