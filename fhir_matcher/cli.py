@@ -21,6 +21,7 @@ from .rest.auth import from_config as auth_from_config
 from .rest.client import FhirClient, FhirError
 from .rest.loader import Loader
 from .rest.transport import Transport, TransportError
+from .sources.patients import resolve_patient_list
 from .screen import is_url, screen_bulk, screen_files, screen_server, screen_with_spark
 from .trial import TrialError, default_trial_path, load_trial
 
@@ -215,7 +216,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     try:
         with State(state_path) as state:
             try:
-                report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap))
+                patients = resolve_patient_list(client, group=args.group, patients_file=args.patients, bulk_group=args.bulk_group)
+                report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),
+                                   patients=patients)
             except (FhirError, TransportError, OSError) as e:
                 state.record_failure(started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), as_of=as_of, error=str(e))
                 raise UserError(f"nightly run failed, nothing recorded as done (the next run redoes it): {e}") from None

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 from .engine.cohort import cohort_valuesets, in_cohort, needed_types
 from .engine.evaluate import STATUSES, PatientResult, evaluate
+from .rest.capability import Capabilities, export_refused
 from .rest.client import FhirClient
 from .rest.transport import Cost, Transport
 from .sources.bulk import BulkExport, export_types, type_filters
@@ -127,7 +128,9 @@ def screen_bulk(
     """``$export`` from the server, then screen the export (cohort first)."""
     started = time.monotonic()
     client = FhirClient(url, transport or Transport())
-    client.capabilities()
+    caps = Capabilities.parse(client.capabilities())
+    if group is None and caps.system_export() is False and caps.group_export():
+        raise export_refused(None)  # the statement offers only Group export: say so before asking
     types = export_types(trial, group is not None)
     export = BulkExport(client, types=types, filters=type_filters(trial, as_of, tag, types), group=group, poll_max=poll_max)
     with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:  # 0700: patient data
