@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--full", action="store_true", help="re-screen every cohort patient, not only what changed")
     _list_options(n)
     n.add_argument("--bulk-group", default=None, metavar="ID", help="screen Group/ID's members, read with Group/ID/$export (changes: $export?_since=)")
+    n.add_argument("--bulk-poll-max", type=float, default=60.0, metavar="SECONDS", help="longest wait between export status polls (default 60)")
     n.add_argument("--overlap", type=float, default=300, metavar="SECONDS",
                    help="re-read changes from this long before the last night started (default 300)")
     _server_options(n)
@@ -217,6 +218,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         with State(state_path) as state:
             try:
                 patients = resolve_patient_list(client, group=args.group, patients_file=args.patients, bulk_group=args.bulk_group)
+                if patients is not None:
+                    patients.poll_max = args.bulk_poll_max
                 report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),
                                    patients=patients)
             except (FhirError, TransportError, OSError) as e:

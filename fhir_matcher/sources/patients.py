@@ -54,6 +54,7 @@ class PatientList:
     origin: str  # "Group/<id>" or "--patients"
     group: str | None = None  # the Group id, when the list is a Group (Bulk export is then possible)
     bulk: bool = False  # read records with Group/[id]/$export (--bulk-group)
+    poll_max: float = 60.0  # longest wait between export status polls
     notes: list[str] = field(default_factory=list)
 
 
@@ -152,7 +153,7 @@ def group_members(client: FhirClient, group_id: str, *, bulk: bool = False) -> P
         notes.append(f"Group/{group_id}: {skipped} member(s) are not Patients or could not be resolved (skipped)")
     if not ids:
         raise PatientListError(f"Group/{group_id} has no Patient members to screen")
-    return PatientList(list(ids), f"Group/{group_id}", group_id, bulk, notes)
+    return PatientList(list(ids), f"Group/{group_id}", group=group_id, bulk=bulk, notes=notes)
 
 
 def _contained_patient(client: FhirClient, res: Json, notes: list[str]) -> str | None:
@@ -205,14 +206,12 @@ class PatientListSource(RestSource):
     are screened as entering, removed ones are not read).
     """
 
-    def __init__(self, client: FhirClient, trial: Trial, patients: PatientList, *, per_search: int | None = None,
-                 bulk_poll_max: float = 60.0, **kwargs):
+    def __init__(self, client: FhirClient, trial: Trial, patients: PatientList, *, per_search: int | None = None, **kwargs):
         super().__init__(client, trial, **kwargs)
         self.patients = patients
         self.members = set(patients.ids)
         self.per_search = per_search  # patients per search: None = ask the server once
         self.previous: set[str] | None = None  # the last night's members (nightly)
-        self.bulk_poll_max = bulk_poll_max
         self.complete: set[str] = set()  # ids whose whole record is in the builder
         self.conditions_read: set[str] = set()  # ids whose Conditions are in the builder
         self.limits: list[str] = []  # what this way of reading cannot see (run.json "limits")
@@ -303,7 +302,7 @@ class PatientListSource(RestSource):
 
         types = export_types(self.trial, True)
         filters = [f"{t}?_tag={self.tag}" for t in types] if self.tag else []
-        BulkExport(self.client, types=types, filters=filters, group=self.patients.group, since=since, poll_max=self.bulk_poll_max).run(folder)
+        BulkExport(self.client, types=types, filters=filters, group=self.patients.group, since=since, poll_max=self.patients.poll_max).run(folder)
 
     def _cohort_from_export(self) -> list[str]:
         from .files import FileSource
