@@ -46,6 +46,8 @@ def capability(condition_interactions=("read", "search-type"), system_ops=("expo
         "resource": [
             {"type": "Patient", "interaction": [{"code": "read"}, {"code": "search-type"}]},
             {"type": "Condition", "interaction": [{"code": c} for c in condition_interactions]},
+            *({"type": t, "interaction": [{"code": "read"}, {"code": "search-type"}]} for t in (
+                "Observation", "MedicationStatement", "MedicationRequest", "MedicationAdministration", "Procedure", "Consent")),
             {"type": "Group", "interaction": [{"code": "read"}], "operation": [{"name": n, "definition": f"http://x/{n}"} for n in group_ops]},
         ]}]}
 
@@ -145,7 +147,9 @@ def _ehr(one_per_search: bool):
             return 400, {}, json.dumps(outcome(f"{rtype}: a patient is required"))
         if one_per_search and len(ids) > 1:
             return 400, {}, json.dumps(outcome("only one patient per request"))
-        if rtype == "Condition":
+        if "_lastUpdated" in request.url:
+            found = []  # nothing changed lately
+        elif rtype == "Condition":
             found = [c for i in ids for c in data.get(i, [])]
         elif rtype == "Patient":
             found = [{"resourceType": "Patient", "id": i, "birthDate": "1980-01-01", "gender": "female"} for i in ids if i in data]
@@ -243,11 +247,13 @@ def test_per_patient_changes_use_lastupdated_and_screen_new_members(trial):
     source = PatientListSource(client(), trial, PatientList(["a", "b", "c"], "--patients"))
     source.check_server()
     source.previous = {"a", "b", "gone"}
+    source.evidence = {"b": ["Patient/b", "Observation/deleted-lab"]}  # what b's last result cited
     changed, entering = source.changes_since("2026-11-24T00:00:00Z")
     # c is new: screened (its Conditions read); gone left: not read at all.
     assert "c" in changed and not any("gone" in c.request.url for c in responses.calls)
     lastupdated = [c.request.url for c in responses.calls if "_lastUpdated" in c.request.url]
     assert lastupdated and all(_patient_param(c.request) in ("a", "b") for c in responses.calls if "_lastUpdated" in c.request.url)
-    assert {"a", "b"} >= changed - {"c"}
-    assert entering <= {"a", "c"}
-    assert source.limits  # deletions cannot be seen this way: said in run.json
+    # Nothing changed for a; b's cited lab is gone (deleted: no history on such servers).
+    assert changed == {"b", "c"}
+    assert any("_id=deleted-lab" in c.request.url for c in responses.calls)
+    assert entering == set()  # c has no target diagnosis

@@ -125,6 +125,7 @@ def run_night(
         since = (datetime.fromisoformat(last.server_time) - overlap).strftime("%Y-%m-%dT%H:%M:%SZ")
         if isinstance(source, PatientListSource):
             source.previous = previous  # new members are screened in full
+            source.evidence = {k.split("/", 1)[1]: [e for c in p.result["criteria"].values() for e in c.get("evidence", [])] for k, p in listed.items()}
         changed, entering = source.changes_since(since)
         known_ids = {k.split("/", 1)[1] for k in listed}
         due = {k.split("/", 1)[1] for k, p in listed.items() if p.recheck_on is not None and p.recheck_on <= as_of}

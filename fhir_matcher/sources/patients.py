@@ -212,6 +212,7 @@ class PatientListSource(RestSource):
         self.members = set(patients.ids)
         self.per_search = per_search  # patients per search: None = ask the server once
         self.previous: set[str] | None = None  # the last night's members (nightly)
+        self.evidence: dict[str, list[str]] = {}  # patient id -> references its last result rests on (nightly)
         self.complete: set[str] = set()  # ids whose whole record is in the builder
         self.conditions_read: set[str] = set()  # ids whose Conditions are in the builder
         self.limits: list[str] = []  # what this way of reading cannot see (run.json "limits")
@@ -363,17 +364,43 @@ class PatientListSource(RestSource):
                 changed, conditions = self._changes_from_export(since)
             else:
                 changed, conditions = self._changes_by_search(since, sorted(previous))
+        changed |= self._evidence_gone(previous)
         changed &= self.members
         gates = cohort_valuesets(self.trial)
         entering = {pid for pid, ccs in conditions.items() if pid in self.members and in_cohort(self.trial, ccs, gates)} if gates else set(changed)
         if added:
             entering |= set(self.cohort(added))
             changed |= set(added)
-        note = ("the server offers no history: records deleted on it are noticed when the patient's data changes "
-                "or by a full screen (--full)")
-        if note not in self.limits:
-            self.limits.append(note)
         return changed, entering
+
+    def _evidence_gone(self, ids: set[str]) -> set[str]:
+        """Patients whose last result rests on a resource that is no longer on the server.
+
+        Patient-scoped servers offer no history, so deletions are found this way: every
+        reference a stored result cites as evidence is looked up by ``_id`` (many per search).
+        A deleted record that no result cited cannot have changed one."""
+        by_type: dict[str, dict[str, set[str]]] = {}
+        for pid in ids:
+            for ref in self.evidence.get(pid, ()):
+                rtype, _, rid = ref.partition("/")
+                if rid and rtype != "Patient" and not any(c in rid for c in "/#:") and self._supports(rtype):
+                    by_type.setdefault(rtype, {}).setdefault(rid, set()).add(pid)
+        gone: set[str] = set()
+        for rtype, owners in sorted(by_type.items()):
+            tasks = list(self._tagged(Search(rtype).elements("id").count(self.page_size)).chunked("_id", sorted(owners), self.max_url, self.client.base))
+            try:
+                found = {as_str(r.get("id")) for rs in self._search_all(tasks) for r in rs}
+            except FhirError as e:
+                if not is_refusal(e):
+                    raise
+                note = f"the server refuses {rtype} searches by _id: records deleted on it are noticed by a full screen (--full)"
+                if note not in self.limits:
+                    self.limits.append(note)
+                continue
+            for rid, pids in owners.items():
+                if rid not in found:
+                    gone |= pids
+        return gone
 
     def _bulk_incremental(self) -> bool:
         """Use Group export for changes when the list is a Group and the server offers it."""
