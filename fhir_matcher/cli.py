@@ -217,7 +217,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     try:
         with State(state_path) as state:
             try:
-                patients = resolve_patient_list(client, group=args.group, patients_file=args.patients, bulk_group=args.bulk_group)
+                patients = resolve_patient_list(client, group=setting(args, config, "group", "server", "group"),
+                                                patients_file=setting(args, config, "patients", "server", "patients"),
+                                                bulk_group=setting(args, config, "bulk_group", "server", "bulk_group"))
                 if patients is not None:
                     patients.poll_max = args.bulk_poll_max
                 report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),

@@ -209,6 +209,7 @@ class PatientListSource(RestSource):
     def __init__(self, client: FhirClient, trial: Trial, patients: PatientList, *, per_search: int | None = None, **kwargs):
         super().__init__(client, trial, **kwargs)
         self.patients = patients
+        self.notes.extend(patients.notes)  # members that could not be used
         self.members = set(patients.ids)
         self.per_search = per_search  # patients per search: None = ask the server once
         self.previous: set[str] | None = None  # the last night's members (nightly)
@@ -290,7 +291,6 @@ class PatientListSource(RestSource):
 
     def read(self, progress: Callable[[int, int], None] | None = None) -> list[PatientRecord]:
         self.check_server()
-        self.notes.extend(self.patients.notes)
         ids = self.cohort()
         log.info("patient list: %d patients, %d in the cohort", len(self.patients.ids), len(ids))
         self.fetch(ids, progress)
