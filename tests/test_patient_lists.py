@@ -253,6 +253,10 @@ def test_per_patient_changes_use_lastupdated_and_screen_new_members(trial):
     assert "c" in changed and not any("gone" in c.request.url for c in responses.calls)
     lastupdated = [c.request.url for c in responses.calls if "_lastUpdated" in c.request.url]
     assert lastupdated and all(_patient_param(c.request) in ("a", "b") for c in responses.calls if "_lastUpdated" in c.request.url)
+    # a has no stored result (outside the cohort): only its Conditions are asked about.
+    asked_a = {urlsplit(c.request.url).path.rsplit("/", 1)[-1] for c in responses.calls
+               if "_lastUpdated" in c.request.url and _patient_param(c.request) == "a"}
+    assert asked_a == {"Condition"}
     # Nothing changed for a; b's cited lab is gone (deleted: no history on such servers).
     assert changed == {"b", "c"}
     assert any("_id=deleted-lab" in c.request.url for c in responses.calls)

@@ -213,7 +213,9 @@ class PatientListSource(RestSource):
         self.members = set(patients.ids)
         self.per_search = per_search  # patients per search: None = ask the server once
         self.previous: set[str] | None = None  # the last night's members (nightly)
-        self.evidence: dict[str, list[str]] = {}  # patient id -> references its last result rests on (nightly)
+        # Nightly: patient id -> references its stored result rests on; the keys are the
+        # patients with a stored result (the others are outside the cohort).
+        self.evidence: dict[str, list[str]] | None = None
         self.complete: set[str] = set()  # ids whose whole record is in the builder
         self.conditions_read: set[str] = set()  # ids whose Conditions are in the builder
         self.limits: list[str] = []  # what this way of reading cannot see (run.json "limits")
@@ -381,7 +383,7 @@ class PatientListSource(RestSource):
         A deleted record that no result cited cannot have changed one."""
         by_type: dict[str, dict[str, set[str]]] = {}
         for pid in ids:
-            for ref in self.evidence.get(pid, ()):
+            for ref in (self.evidence or {}).get(pid, ()):
                 rtype, _, rid = ref.partition("/")
                 if rid and rtype != "Patient" and not any(c in rid for c in "/#:") and self._supports(rtype):
                     by_type.setdefault(rtype, {}).setdefault(rid, set()).add(pid)
@@ -435,11 +437,21 @@ class PatientListSource(RestSource):
         changed: set[str] = set()
         conditions: dict[str, list[Json]] = {}
         tasks: list[Search] = []
-        for batch in self._batches(ids):
-            tasks.append(self._tagged(Search("Patient").where(_id=batch, _lastUpdated=f"ge{since}").elements("id").count(self.page_size)))
-            for rtype in self._types():
-                element = {"Condition": "code,subject", "Consent": "patient"}.get(rtype, "subject")
-                tasks.append(self._tagged(Search(rtype).where(patient=batch, _lastUpdated=f"ge{since}").param("_elements", element).count(self.page_size)))
+        # A patient with no stored result is outside the cohort: only a new or changed
+        # Condition can bring them in, so only their Conditions are asked about.
+        known = [i for i in ids if self.evidence is None or i in self.evidence]
+        outside = [i for i in ids if self.evidence is not None and i not in self.evidence]
+
+        def search(rtype: str, batch: list[str]) -> Search:
+            if rtype == "Patient":
+                return self._tagged(Search("Patient").where(_id=batch, _lastUpdated=f"ge{since}").elements("id").count(self.page_size))
+            element = {"Condition": "code,subject", "Consent": "patient"}.get(rtype, "subject")
+            return self._tagged(Search(rtype).where(patient=batch, _lastUpdated=f"ge{since}").param("_elements", element).count(self.page_size))
+
+        for batch in self._batches(known):
+            tasks += [search(rtype, batch) for rtype in ["Patient", *self._types()]]
+        if self._supports("Condition"):
+            tasks += [search("Condition", batch) for batch in self._batches(outside)]
         for resources in self._search_all(tasks):
             for r in resources:
                 pid = self._patient_id(r)
