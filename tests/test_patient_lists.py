@@ -261,3 +261,15 @@ def test_per_patient_changes_use_lastupdated_and_screen_new_members(trial):
     assert changed == {"b", "c"}
     assert any("_id=deleted-lab" in c.request.url for c in responses.calls)
     assert entering == set()  # c has no target diagnosis
+
+
+@responses.activate
+def test_records_for_reads_every_listed_patient_without_the_gate(trial):
+    """The reusable reading (for match): every listed patient, the types asked for."""
+    _ehr(True)
+    source = PatientListSource(client(), trial, PatientList(["a", "b"], "--patients"), types={"Patient", "Condition", "Observation"})
+    records = source.records_for()
+    assert [r.key for r in records] == ["Patient/a", "Patient/b"]
+    assert [c["id"] for c in records[1].of_type("Condition")] == ["cb"]
+    asked = {urlsplit(c.request.url).path.rsplit("/", 1)[-1] for c in responses.calls}
+    assert asked == {"metadata", "Condition", "Observation", "Patient"}

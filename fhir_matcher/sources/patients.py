@@ -15,8 +15,10 @@ module reads such a list and produces one record per patient:
   changes from ``Group/[id]/$export?_since=``; otherwise changes come from per-patient
   ``_lastUpdated`` searches.
 
-``PatientListSource`` is the reusable entry point (the ``match`` command reads its patients
-with it): ``PatientListSource(client, trial, PatientList(ids, "..."))`` then ``read()``.
+``PatientListSource`` is the reusable entry point: ``PatientListSource(client, trial,
+PatientList(ids, "..."))`` then ``read()`` (the list's cohort, gated on Conditions), or
+``records_for(ids)`` (every listed patient, no gate; ``types=`` the union several trials read,
+as ``match`` needs).
 """
 
 from __future__ import annotations
@@ -206,8 +208,10 @@ class PatientListSource(RestSource):
     are screened as entering, removed ones are not read).
     """
 
-    def __init__(self, client: FhirClient, trial: Trial, patients: PatientList, *, per_search: int | None = None, **kwargs):
+    def __init__(self, client: FhirClient, trial: Trial, patients: PatientList, *, per_search: int | None = None,
+                 types: set[str] | None = None, **kwargs):
         super().__init__(client, trial, **kwargs)
+        self.types = types  # the types to read (default: what the trial's criteria read)
         self.patients = patients
         self.notes.extend(patients.notes)  # members that could not be used
         self.members = set(patients.ids)
@@ -247,6 +251,11 @@ class PatientListSource(RestSource):
         if self.per_search and self.per_search > 1:
             batches = [b[i:i + self.per_search] for b in batches for i in range(0, len(b), self.per_search)]
         return batches
+
+    def _types(self) -> list[str]:
+        if self.types is None:
+            return super()._types()
+        return sorted(t for t in self.types - {"Patient"} if self._supports(t))
 
     def _search_all(self, tasks: list[Search]) -> list[list[Json]]:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -296,6 +305,15 @@ class PatientListSource(RestSource):
         ids = self.cohort()
         log.info("patient list: %d patients, %d in the cohort", len(self.patients.ids), len(ids))
         self.fetch(ids, progress)
+        return list(self.builder.records(only={f"Patient/{i}" for i in ids}))
+
+    def records_for(self, ids: list[str] | None = None) -> list[PatientRecord]:
+        """The records of ``ids`` (default: the whole list), no cohort gate: patient-scoped
+        searches, batched where the server allows."""
+        if self.supported is None and not self.caps.types:
+            self.check_server()
+        ids = list(self.patients.ids if ids is None else ids)
+        self.fetch(ids)
         return list(self.builder.records(only={f"Patient/{i}" for i in ids}))
 
     # ------------------------------------------------------------ Bulk (Group export)
