@@ -132,7 +132,8 @@ def screen_bulk(
     if group is None and caps.system_export() is False and caps.group_export():
         raise export_refused(None)  # the statement offers only Group export: say so before asking
     types = export_types(trial, group is not None)
-    export = BulkExport(client, types=types, filters=type_filters(trial, as_of, tag, types), group=group, poll_max=poll_max)
+    export = BulkExport(client, types=types, filters=type_filters(trial, as_of, tag, types), group=group, poll_max=poll_max,
+                        group_export=caps.group_export())
     with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:  # 0700: patient data
         job = export.run(Path(folder))
         result = screen_files(folder, trial, as_of, progress)

@@ -80,6 +80,7 @@ class BulkExport:
         filters: list[str] = (),
         group: str | None = None,
         since: str | None = None,
+        group_export: bool | None = None,
         poll_max: float = 60.0,
         timeout: float = 3600.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -89,6 +90,7 @@ class BulkExport:
         self.filters = list(filters)
         self.group = group
         self.since = since  # only what changed after this instant (_since)
+        self.group_export = group_export  # whether the CapabilityStatement offers Group export (None: unknown)
         self.poll_max = poll_max
         self.timeout = timeout
         self.sleep = sleep
@@ -103,7 +105,7 @@ class BulkExport:
             headers={"Accept": "application/fhir+json", "Prefer": "respond-async"},
         )
         if resp.status_code != 202:
-            if not self.group and resp.status_code in REFUSAL_STATUSES | {403}:
+            if not self.group and resp.status_code in REFUSAL_STATUSES | {403} and self.group_export is not False:
                 # Epic, Oracle Health: Group export only; say so and what to use.
                 raise export_refused(FhirError(f"GET {self.client.base}/$export: HTTP {resp.status_code}{_outcome(resp)}", resp.status_code))
             raise FhirError(f"bulk export kick-off: HTTP {resp.status_code}{_outcome(resp)} (does the server support $export?)", resp.status_code)
