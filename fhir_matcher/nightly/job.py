@@ -22,10 +22,12 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from ..engine.cohort import read_plan
 from ..engine.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
 from ..outputs.files import write_outputs, write_run_json
 from ..outputs.writeback import WriteBack, subject_reason
 from ..rest.client import FhirClient
+from ..sources.patients import PatientList, PatientListSource
 from ..sources.rest import RestSource
 from ..trial import Trial
 from .state import PatientState, State
@@ -79,14 +81,22 @@ def run_night(
     tag: str | None = None,
     full: bool = False,
     overlap: timedelta = OVERLAP,
+    patients: PatientList | None = None,
 ) -> NightReport:
+    """One night. ``patients``: screen only this list (--group, --patients, --bulk-group), with
+    patient-scoped searches; members who left the list are no longer screened (their
+    ResearchSubjects stay as they are), new members are screened."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    source = RestSource(client, trial, workers=workers, tag=tag)
+    plan = read_plan(trial)
+    source = RestSource(client, plan, workers=workers, tag=tag) if patients is None else PatientListSource(client, plan, patients, workers=workers, tag=tag)
     source.check_server()
     night_start = _server_instant(client)
 
     known = state.patients()
+    members = set(patients.ids) if patients else None
+    listed = known if members is None else {k: p for k, p in known.items() if k.split("/", 1)[1] in members}
+    previous = set(json.loads(state.meta("patient_list_members") or "[]"))
     last = state.last_success()
     digest = trial_digest(trial)
     why_full = None
@@ -98,6 +108,8 @@ def run_night(
         why_full = "the trial definition or a value set changed"
     elif state.meta("server") != client.base:
         why_full = "the server changed"
+    elif (state.meta("patient_list") or "") != (patients.origin if patients else ""):
+        why_full = "the patient list changed (--group, --patients, --bulk-group)"
     elif as_of < last.as_of:
         why_full = f"as-of {as_of} is before the last night's {last.as_of}"
     elif not last.server_time:
@@ -109,21 +121,26 @@ def run_night(
     # subject written by an earlier version): nobody keeps a stale candidate status.
     on_server = wb.existing(study) if why_full else {}
     if why_full:
-        ids = set(source.cohort()) | {k.split("/", 1)[1] for k in known} | {k.split("/", 1)[1] for k in on_server}
+        ids = set(source.cohort()) | {k.split("/", 1)[1] for k in listed} | {k.split("/", 1)[1] for k in on_server}
         changed_count = len(ids)
     else:
         since = (datetime.fromisoformat(last.server_time) - overlap).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(source, PatientListSource):
+            source.previous = previous  # new members are screened in full
+            source.evidence = {k.split("/", 1)[1]: [e for c in p.result["criteria"].values() for e in c.get("evidence", [])] for k, p in listed.items()}
         changed, entering = source.changes_since(since)
-        known_ids = {k.split("/", 1)[1] for k in known}
-        due = {k.split("/", 1)[1] for k, p in known.items() if p.recheck_on is not None and p.recheck_on <= as_of}
+        known_ids = {k.split("/", 1)[1] for k in listed}
+        due = {k.split("/", 1)[1] for k, p in listed.items() if p.recheck_on is not None and p.recheck_on <= as_of}
         ids = (changed & known_ids) | entering | due
         changed_count = len(changed & (known_ids | entering))
+    if members is not None:
+        ids &= members  # a patient who left the list is not read again
     source.fetch(sorted(ids))
     fresh = {r.key: r for r in source.builder.records()}
     evaluated = {key: evaluate(rec, trial, as_of) for key, rec in fresh.items()}
     # A known patient the server no longer returns (deleted) keeps its last result.
 
-    results: dict[str, PatientResult] = {k: _from_state(p) for k, p in known.items()}
+    results: dict[str, PatientResult] = {k: _from_state(p) for k, p in listed.items()}
     results.update(evaluated)
 
     changes: dict[str, str] = {}
@@ -181,11 +198,15 @@ def run_night(
         "http": client.transport.cost.to_json(),
         "duration_s": round(time.monotonic() - started, 3),
     }
+    if patients is not None:
+        summary.update({"patient_list": patients.origin, "members": len(members), "joined_list": len(members - previous) if previous else len(members),
+                        "left_list": len(previous - members), "limits": source.limits})
     write_outputs(out, trial, ordered, as_of, client.base, problems, changes)
     write_run_json(out, summary)
     state.commit_run(
         patients=new_state,
-        meta={"trial_digest": digest, "server": client.base, "trial": trial.id},
+        meta={"trial_digest": digest, "server": client.base, "trial": trial.id,
+              "patient_list": patients.origin if patients else "", "patient_list_members": json.dumps(sorted(members)) if patients else ""},
         started_at=started_at,
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         as_of=as_of,
