@@ -202,7 +202,7 @@ def report_html(
 
     shortlist = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
     server_th = "<th>On the server</th>" if nightly else ""
-    out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>Status</th>{server_th}<th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
+    out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>{'Matcher' if nightly else 'Status'}</th>{server_th}<th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
     for r in shortlist:
         todo = to_obtain(trial, r.criteria)
         washouts = [_washout_label(trial, r, cid) for cid in washouts_due(trial, r.criteria)]
