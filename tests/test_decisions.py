@@ -340,6 +340,20 @@ def test_a_server_without_versioned_updates_is_named_and_read_again_before_each_
     assert not any("ifMatch" in r for r in sent)
 
 
+def test_a_subject_deleted_on_the_server_is_not_recreated(server, nights):
+    base = server.base_url
+    day = START + timedelta(days=100)
+    summary, rows, _ = nights(day)
+    patient = sorted(p for p, r in rows.items() if r["status"] != "ineligible" and statuses(base).get(p) == r["status"])[0]
+    assert requests.delete(f"{base}/ResearchSubject/{subjects(base)[patient]['id']}", timeout=30).status_code in (200, 204)
+    for extra in ((), ("--full",)):
+        summary, rows, out = nights(day, *extra)
+        assert summary["subjects_deleted_on_server"] == [patient] and summary["errors"] == 0
+        assert patient not in subjects(base)
+        bundle = json.loads((out / "research-subjects.json").read_text(encoding="utf-8"))
+        assert patient not in {e["resource"].get("individual", {}).get("reference") for e in bundle["entry"]}
+
+
 def test_version_check_from_the_capability_statement():
     from fhir_matcher.outputs.writeback import version_check
 

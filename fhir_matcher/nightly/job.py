@@ -155,6 +155,7 @@ def run_night(
     # Write-back: every patient who is, or was, a (potential) candidate, compared with what the
     # server holds now; only what differs, and never a subject whose status a person set.
     to_write: list[SubjectWrite] = []
+    deleted: list[str] = []  # subjects an earlier night wrote that are gone from the server
     new_state: list[PatientState] = []
     for key in sorted(results):
         r = results[key]
@@ -166,7 +167,7 @@ def run_night(
         if decision_of(subs) is None:
             gone = ours is None and before is not None and before.written_status and not why_full_server_changed(why_full)
             if gone:  # written by an earlier night, deleted on the server since: a person's doing
-                source.notes.append(f"{key}: its ResearchSubject was deleted on the server; not recreated")
+                deleted.append(key)
             elif r.status in SHORTLIST or ours is not None:
                 status = r.status if r.status in SHORTLIST else INELIGIBLE
                 reason = subject_reason(trial, r)
@@ -229,6 +230,8 @@ def run_night(
             st = written_status.get(key) or _matcher_status(on_server.get(key, []))
             if st:
                 server_view[key] = {"status": st, "by_person": False, "decided_on": None}
+    for key in deleted:
+        server_view[key] = {"status": "deleted", "by_person": True, "decided_on": None}
     for item in needs_review:
         server_view[item["patient"]]["review"] = item["task"]
 
@@ -256,6 +259,7 @@ def run_night(
         "version_check": wb.check,
         "versioned_updates": wb.check == IF_MATCH,
         "conflicts": wb.conflicts,
+        "subjects_deleted_on_server": deleted,
         "errors": len(problems),
         "problems": problems,
         "http": client.transport.cost.to_json(),

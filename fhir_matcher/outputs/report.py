@@ -76,8 +76,9 @@ def _server_cell(view: dict[str, Any] | None) -> str:
     if not view:
         return "<td class='meta'>—</td>"
     if view.get("by_person"):
+        when = f"decided by a person on {view['decided_on']}" if view.get("decided_on") else "by a person"
         return (f"<td class='d-person'><span class='badge person'>{escape(view['status'])}</span>"
-                f"<div class='meta'>decided by a person on {escape(view.get('decided_on') or '?')}</div></td>")
+                f"<div class='meta'>{escape(when)}</div></td>")
     return f"<td class='s-{escape(view['status'])}'>{escape(view['status'])}</td>"
 
 

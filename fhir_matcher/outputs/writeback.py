@@ -218,6 +218,8 @@ class WriteBack:
                     elif code in CONFLICT and w.current is not None:
                         self.conflicts += 1
                         again.append(w)
+                    elif code == 412:  # a conditional create that matches several subjects
+                        self.problems.append(f"{w.result.patient}: several ResearchSubjects on the server carry its identifier; none written")
                     else:
                         refused.append(code)
                 if refused:
