@@ -463,3 +463,35 @@ def test_a_state_file_from_before_decisions_is_migrated(tmp_path):
     db.close()
     with State(path) as state:  # opening again changes nothing
         assert state.patients()["Patient/a"].digest == "d1"
+
+
+def test_who_owns_a_status(trial):
+    """The matcher's three statuses on its own subjects; everything else is a person's."""
+    from fhir_matcher.engine.context import Outcome
+    from fhir_matcher.engine.evaluate import PatientResult
+    from fhir_matcher.nightly.decisions import contradiction, decision_of, parse_subject
+    from fhir_matcher.outputs.subjects import SUBJECT_SYSTEM
+
+    def subject(sid, status, ours=True):
+        r = {"resourceType": "ResearchSubject", "id": sid, "status": status, "study": {"reference": "ResearchStudy/1"},
+             "individual": {"reference": "Patient/x"}}
+        if ours:
+            r["identifier"] = [{"system": SUBJECT_SYSTEM, "value": f"{trial.id}/Patient/x"}]
+        return parse_subject(r, SUBJECT_SYSTEM)
+
+    for status in ("candidate", "potential-candidate", "ineligible"):
+        assert decision_of([subject("a", status)]) is None
+    for status in PERSON_STATUSES:
+        assert decision_of([subject("a", status)]).status == status
+    # A subject someone else created for the study is a decision whatever its status.
+    assert decision_of([subject("a", "candidate"), subject("b", "candidate", ours=False)]).id == "b"
+    assert decision_of([subject("a", "withdrawn"), subject("b", "on-study", ours=False)]).status == "on-study"
+
+    ineligible = {c.id: Outcome("met" if c.type == "inclusion" else "not-met", "fine") for c in trial.criteria}
+    ineligible["exc-hepatitis"] = Outcome("met", "latest HBsAg positive", evidence=["Observation/h"])
+    result = PatientResult("Patient/x", "ineligible", ineligible)
+    found = contradiction(trial, result, subject("a", "eligible"))
+    assert found and found.criteria == ["exc-hepatitis"] and found.evidence == ["Observation/h"]
+    for status in ("not-registered", "withdrawn", "off-study", "follow-up"):  # a stopped decision is never raised
+        assert contradiction(trial, result, subject("a", status)) is None
+    assert contradiction(trial, PatientResult("Patient/x", "potential-candidate", ineligible), subject("a", "on-study")) is None
