@@ -495,3 +495,34 @@ def test_who_owns_a_status(trial):
     for status in ("not-registered", "withdrawn", "off-study", "follow-up"):  # a stopped decision is never raised
         assert contradiction(trial, result, subject("a", status)) is None
     assert contradiction(trial, PatientResult("Patient/x", "potential-candidate", ineligible), subject("a", "on-study")) is None
+
+
+def test_review_evidence_falls_back_to_text_when_a_reference_is_refused(trial):
+    import responses
+
+    from fhir_matcher.engine.context import Outcome
+    from fhir_matcher.engine.evaluate import PatientResult
+    from fhir_matcher.nightly.decisions import contradiction, parse_subject
+    from fhir_matcher.outputs.reviews import Reviews
+    from fhir_matcher.outputs.subjects import SUBJECT_SYSTEM
+    from fhir_matcher.rest.client import FhirClient
+    from fhir_matcher.rest.transport import Transport
+
+    base = "http://fhir.test/r4"
+    criteria = {c.id: Outcome("met" if c.type == "inclusion" else "not-met", "fine") for c in trial.criteria}
+    criteria["exc-hepatitis"] = Outcome("met", "latest HBsAg positive", evidence=["Observation/gone"])
+    decided = parse_subject({"resourceType": "ResearchSubject", "id": "rs1", "status": "on-study", "individual": {"reference": "Patient/x"},
+                             "study": {"reference": "ResearchStudy/1"}}, SUBJECT_SYSTEM)
+    c = contradiction(trial, PatientResult("Patient/x", "ineligible", criteria), decided)
+    with responses.RequestsMock() as rsps:
+        refused = rsps.post(base, status=400, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing",
+                                                                                                   "diagnostics": "Resource Observation/gone not found"}]})
+        rsps.post(base, json={"resourceType": "Bundle", "type": "transaction-response",
+                              "entry": [{"response": {"status": "201 Created", "location": "Task/t1/_history/1"}}]})
+        api = Reviews(FhirClient(base, Transport(sleep=lambda s: None)), trial)
+        assert api.create([(c, "id-1", "2026-11-24")], "2026-11-25T02:30:00+00:00") == {"id-1": "Task/t1"}
+        assert refused.call_count == 1 and len(rsps.calls) == 2
+        first, second = (json.loads(call.request.body)["entry"][0]["resource"] for call in rsps.calls)
+    assert {"type": {"text": "evidence"}, "valueReference": {"reference": "Observation/gone"}} in first["input"]
+    assert {"type": {"text": "evidence"}, "valueString": "Observation/gone"} in second["input"]
+    assert second["intent"] == "proposal" and second["focus"] == {"reference": "ResearchSubject/rs1"} and api.opened == 1

@@ -18,6 +18,7 @@ closed is left alone.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -29,6 +30,8 @@ from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
 from ..trial import Trial
 from .writeback import CONFLICT, IF_MATCH, batch_status
+
+log = logging.getLogger("fhir_matcher")
 
 REVIEW_SYSTEM = "https://fhir-matcher.org/fhir/review"
 REVIEW_CODES = "https://fhir-matcher.org/fhir/CodeSystem/review"
@@ -76,8 +79,11 @@ def review_identifier(trial: Trial, c: Contradiction, opened: str) -> str:
     return f"{trial.id}/{c.patient}/{c.key}/{opened}"
 
 
-def review_task(trial: Trial, c: Contradiction, identifier: str, decided_on: str | None, authored: str) -> Json:
-    """A validated R4 Task asking a person to look at a decision the data now contradicts."""
+def review_task(trial: Trial, c: Contradiction, identifier: str, decided_on: str | None, authored: str, references: bool = True) -> Json:
+    """A validated R4 Task asking a person to look at a decision the data now contradicts.
+
+    The evidence goes in ``input`` as references (``references``), or as text for a server
+    that refuses a reference to something it no longer holds."""
     when = f" on {decided_on}" if decided_on else ""
     data = {
         "resourceType": "Task",
@@ -95,7 +101,7 @@ def review_task(trial: Trial, c: Contradiction, identifier: str, decided_on: str
         "requester": {"display": "fhir-matcher nightly screen"},
         "reasonCode": {"text": c.reason},
         "input": [{"type": {"text": "criterion"}, "valueString": cid} for cid in c.criteria]
-        + [{"type": {"text": "evidence"}, "valueReference": {"reference": ref}} for ref in c.evidence],
+        + [{"type": {"text": "evidence"}, **({"valueReference": {"reference": ref}} if references else {"valueString": ref})} for ref in c.evidence],
     }
     return Task.model_validate(data).model_dump(mode="json", exclude_none=True)
 
@@ -119,15 +125,27 @@ class Reviews:
 
     def create(self, items: Iterable[tuple[Contradiction, str, str | None]], authored: str) -> dict[str, str]:
         """Conditional creates for (contradiction, identifier, decided on); identifier -> Task/<id>."""
-        entries, idents = [], []
-        for c, ident, decided_on in items:
-            entries.append({"resource": review_task(self.trial, c, ident, decided_on, authored),
-                            "request": {"method": "POST", "url": "Task", "ifNoneExist": f"identifier={REVIEW_SYSTEM}|{ident}"}})
-            idents.append(ident)
-        if not entries:
+        items = list(items)
+        if not items:
             return {}
-        answer = self.client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        idents = [ident for _, ident, _ in items]
+
+        def bundle(references: bool) -> Json:
+            return {"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": review_task(self.trial, c, ident, decided_on, authored, references),
+                 "request": {"method": "POST", "url": "Task", "ifNoneExist": f"identifier={REVIEW_SYSTEM}|{ident}"}}
+                for c, ident, decided_on in items]}
+
+        try:
+            answer = self.client.transaction(bundle(True))
+        except FhirError as e:
+            if e.status not in (400, 404, 409, 412, 422):
+                raise
+            # An evidence resource deleted since it was read: name it as text instead.
+            log.warning("review Tasks refused with evidence references (%s); sending the evidence as text", e.status)
+            answer = self.client.transaction(bundle(False))
         out = {}
+        self.opened += sum(1 for e in as_list(answer.get("entry")) if batch_status(e) == 201)  # 200: it was there already
         for ident, e in zip(idents, as_list(answer.get("entry"))):
             location = as_str(as_dict(as_dict(e).get("response")).get("location")) or ""
             parts = location.split("/")
@@ -138,7 +156,6 @@ class Reviews:
             if not found:
                 raise FhirError("the server did not return the review Task it was asked to create")
             out[ident] = f"Task/{found[0]['id']}"
-        self.opened += len(entries)
         return out
 
     def close(self, task: ServerTask, status: str, why: str) -> bool:
