@@ -256,8 +256,9 @@ def test_a_review_a_person_closed_is_not_raised_again(server, nights):
     [task] = [t for t in review_tasks(base) if t["for"]["reference"] == patient]
     task["status"] = "completed"  # the coordinator looked and keeps the patient eligible
     assert requests.put(f"{base}/Task/{task['id']}", json=task, headers=FHIR, timeout=30).status_code == 200
-    summary, _, _ = nights(day + timedelta(days=1))
+    summary, _, out = nights(day + timedelta(days=1))
     assert summary["needs_review"] == [] and [r["patient"] for r in summary["reviewed"]] == [patient]
+    assert "Reviewed: 1 decision(s)" in (out / "report.html").read_text(encoding="utf-8")
     assert summary["reviews_opened"] == 0 and summary["reviews_closed"] == 0
     assert len([t for t in review_tasks(base) if t["for"]["reference"] == patient]) == 1
     assert statuses(base)[patient] == "eligible"

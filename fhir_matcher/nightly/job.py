@@ -265,7 +265,7 @@ def run_night(
         "http": client.transport.cost.to_json(),
         "duration_s": round(time.monotonic() - started, 3),
     }
-    write_outputs(out, trial, ordered, as_of, client.base, problems, changes, subjects=server_view, needs_review=needs_review)
+    write_outputs(out, trial, ordered, as_of, client.base, problems, changes, subjects=server_view, needs_review=needs_review, reviewed=reviewed)
     write_run_json(out, summary)
     state.commit_run(
         patients=new_state,

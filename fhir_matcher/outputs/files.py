@@ -43,6 +43,7 @@ def write_outputs(
     outside: int = 0,
     subjects: dict[str, dict[str, Any]] | None = None,
     needs_review: Sequence[dict[str, Any]] = (),
+    reviewed: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Path]:
     """``subjects`` (nightly): patient -> the ResearchSubject's status on the server now
     (``status``, ``by_person``, ``decided_on``); patients a person decided are left out of
@@ -58,7 +59,7 @@ def write_outputs(
     decided = {p for p, s in (subjects or {}).items() if s.get("by_person")}
     bundle = subjects_bundle(trial, [r for r in results if r.patient not in decided])
     write_private(paths["subjects"], bundle.model_dump_json(indent=2, exclude_none=True) + "\n")
-    write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes, outside, subjects=subjects, needs_review=needs_review))
+    write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes, outside, subjects=subjects, needs_review=needs_review, reviewed=reviewed))
     write_private(paths["csv"], report_csv(trial, results, changes, subjects=subjects))
     return paths
 

@@ -153,6 +153,7 @@ def report_html(
     outside: int = 0,
     subjects: dict[str, dict[str, Any]] | None = None,
     needs_review: Sequence[dict[str, Any]] = (),
+    reviewed: Sequence[dict[str, Any]] = (),
 ) -> str:
     """``subjects`` (nightly): patient -> the ResearchSubject on the server now; ``needs_review``:
     decisions the data contradicts, listed first."""
@@ -170,6 +171,9 @@ def report_html(
     ]
     if nightly:
         out.extend(_needs_review_html(needs_review) if needs_review else ["<p class='meta'>Needs review: none (no person's decision is contradicted by the data).</p>"])
+        if reviewed:
+            out.append(f"<p class='meta'>Reviewed: {len(reviewed)} decision(s) the data contradicts, whose review a person has closed and kept: "
+                       + escape(", ".join(f"{n['patient']} ({n['decision']}; {', '.join(n['criteria'])})" for n in reviewed)) + ".</p>")
     out.append("<div class='tiles'>")
     for s in STATUSES:
         out.append(f"<div class='tile s-{s}'><b>{counts.get(s, 0)}</b>{escape(s)} (matcher)</div>" if nightly else f"<div class='tile s-{s}'><b>{counts.get(s, 0)}</b>{escape(s)}</div>")
