@@ -444,6 +444,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         print(summary_text(trial, report.results, s["errors"], [
             f"Night {s['as_of']} ({s['mode']}{', ' + s['full_because'] if s['full_because'] else ''}): "
             f"{s['re_evaluated']} re-evaluated, {s['new_candidates']} new candidate(s), {s['dropped']} dropped, {s['written']} ResearchSubject(s) written",
+            f"People's decisions on the server: {sum(s['decisions'].values())}"
+            + (f" ({', '.join(f'{n} {st}' for st, n in s['decisions'].items())})" if s["decisions"] else "")
+            + f"; needs review: {len(s['needs_review'])}" + (" (see report.html; a Task on the server each)" if s["needs_review"] else ""),
             f"HTTP: {s['http']['requests']} requests, {s['http']['bytes'] / 1e6:.2f} MB read; {s['duration_s']:.1f} s",
             f"Wrote report.html, report.csv, screening.ndjson, research-subjects.json, run.json to {out}",
         ]))
