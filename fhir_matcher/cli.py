@@ -43,6 +43,7 @@ from .trial import TrialError, default_trial_path, load_trial, load_trials
 from .trial_check import check_trial
 from .trial_export import trial_bundle
 from .terminology import commands as valuesets_commands
+from .sources.patients import resolve_patient_list
 
 log = logging.getLogger("fhir_matcher")
 
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"trial definition TOML; give it several times to screen a portfolio in one pass (default: {default_trial_path().name})")
     s.add_argument("--trials", type=Path, default=None, metavar="DIR", help="every trial definition (*.toml) in this folder, screened in one pass")
     s.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth], [trial], [windows]); flags override it")
+    _list_options(s)
     s.add_argument("--bulk", action="store_true", help="server: read a Bulk Data $export instead of searching")
     s.add_argument("--bulk-group", default=None, metavar="ID", help="server: export Group/ID only (implies --bulk)")
     s.add_argument("--bulk-poll-max", type=float, default=60.0, metavar="SECONDS",
@@ -135,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--config", type=Path, default=None, help="TOML settings file; flags override it")
     n.add_argument("--trial", type=Path, default=None, help="trial definition TOML (or [trial] path)")
     n.add_argument("--full", action="store_true", help="re-screen every cohort patient, not only what changed")
+    _list_options(n)
+    n.add_argument("--bulk-group", default=None, metavar="ID", help="screen Group/ID's members, read with Group/ID/$export (changes: $export?_since=)")
+    n.add_argument("--bulk-poll-max", type=float, default=60.0, metavar="SECONDS", help="longest wait between export status polls (default 60)")
     n.add_argument("--overlap", type=float, default=300, metavar="SECONDS",
                    help="re-read changes from this long before the last night started (default 300)")
     n.add_argument("--tx", default=None, metavar="URL", help="terminology server: codes no expansion lists are checked there (or [terminology] url)")
@@ -203,6 +208,13 @@ def cmd_trial(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group", default=None, metavar="ID",
+                   help="server: screen only the members of Group/ID (Group.member.entity), with patient-scoped searches")
+    p.add_argument("--patients", default=None, type=Path, metavar="FILE",
+                   help="server: screen only these patients (one Patient/<id> per line), with patient-scoped searches")
+
+
 def _verbosity(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log details (may include resource references)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -259,11 +271,20 @@ def cmd_screen(args: argparse.Namespace) -> int:
         transport = _transport(args, config, args.source, default_scope(needed_types(trial), write=False))
         workers = int(setting(args, config, "workers", "server", "workers", 4))
         tag = setting(args, config, "tag", "server", "tag") or None
+        if (args.bulk or args.bulk_group) and args.patients:
+            raise UserError("--patients reads patient by patient; it does not combine with --bulk or --bulk-group")
+        if args.bulk and args.group and not args.bulk_group:
+            args.bulk_group, args.group = args.group, None  # --bulk --group ID: a Group export
+        if args.group and args.bulk_group:
+            raise UserError("give --group or --bulk-group, not both")
         if args.bulk or args.bulk_group:
             result = screen_bulk(args.source, trial, as_of, transport, progress, tag=tag, group=args.bulk_group, poll_max=args.bulk_poll_max)
         else:
-            result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag)
+            result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag,
+                                   group=args.group, patients_file=args.patients)
     else:
+        if args.group or args.patients:
+            raise UserError("--group and --patients select patients on a FHIR server; --source is not a URL")
         try:
             result = screen_files(args.source, trial, as_of, progress, all_patients=args.all_patients)
         except FileNotFoundError as e:
@@ -400,7 +421,13 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     try:
         with State(state_path) as state:
             try:
-                report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap))
+                patients = resolve_patient_list(client, group=setting(args, config, "group", "server", "group"),
+                                                patients_file=setting(args, config, "patients", "server", "patients"),
+                                                bulk_group=setting(args, config, "bulk_group", "server", "bulk_group"))
+                if patients is not None:
+                    patients.poll_max = args.bulk_poll_max
+                report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),
+                                   patients=patients)
             except (FhirError, TransportError, OSError) as e:
                 state.record_failure(started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), as_of=as_of, error=str(e))
                 raise UserError(f"nightly run failed, nothing recorded as done (the next run redoes it): {e}") from None
@@ -417,6 +444,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         print(summary_text(trial, report.results, s["errors"], [
             f"Night {s['as_of']} ({s['mode']}{', ' + s['full_because'] if s['full_because'] else ''}): "
             f"{s['re_evaluated']} re-evaluated, {s['new_candidates']} new candidate(s), {s['dropped']} dropped, {s['written']} ResearchSubject(s) written",
+            f"People's decisions on the server: {sum(s['decisions'].values())}"
+            + (f" ({', '.join(f'{n} {st}' for st, n in s['decisions'].items())})" if s["decisions"] else "")
+            + f"; needs review: {len(s['needs_review'])}" + (" (see report.html; a Task on the server each)" if s["needs_review"] else ""),
             f"HTTP: {s['http']['requests']} requests, {s['http']['bytes'] / 1e6:.2f} MB read; {s['duration_s']:.1f} s",
             f"Wrote report.html, report.csv, screening.ndjson, research-subjects.json, run.json to {out}",
         ]))

@@ -7,6 +7,7 @@
     workers = 4
     ca_bundle = "/etc/fhir-matcher/hospital-ca.pem"
     tag = ""              # optional: only resources with this meta.tag (system|code)
+    group = "registry"    # optional (nightly): screen only Group/registry's members (or patients = "list.txt", bulk_group = "id")
 
     [auth]                # see the README's security section; secrets come from files or the environment
     method = "smart-backend"          # none | bearer | basic | client-secret | smart-backend
@@ -39,7 +40,7 @@ from typing import Any
 from .trial import Trial, TrialError, read_toml
 
 KNOWN = {
-    "server": {"url", "timeout", "retries", "workers", "ca_bundle", "tag"},
+    "server": {"url", "timeout", "retries", "workers", "ca_bundle", "tag", "group", "patients", "bulk_group"},
     "auth": {"method", "client_id", "private_key_file", "kid", "alg", "token_url", "scope", "client_cert", "client_key",
              "username", "token_env", "token_file", "password_env", "password_file", "client_secret_env", "client_secret_file",
              "token", "password", "client_secret"},  # the last three are refused with a clear message

@@ -12,14 +12,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .engine.cohort import cohort_valuesets, in_cohort, needed_types
+from .engine.cohort import cohort_valuesets, in_cohort, needed_types, read_plan
 from .engine.evaluate import STATUSES, PatientResult, evaluate
+from .rest.capability import Capabilities, export_refused
 from .rest.client import FhirClient
 from .rest.transport import Cost, Transport
-from .sources.bulk import BulkExport, export_types, type_filters
+from .sources.bulk import BulkExport
 from .sources.files import FileSource
-from .engine.kinds import MEDICATION_TYPES
+from .plan import MEDICATION_TYPES
 from .rest.query import Search
+from .sources.patients import PatientListSource, resolve_patient_list
 from .sources.record import PatientRecord, RecordBuilder
 from .sources.rest import RestSource
 from .trial import Trial
@@ -118,16 +120,12 @@ def screen_server(
     workers: int = 4,
     progress: tuple[ProgressFn | None, ProgressFn | None] = (None, None),
     tag: str | None = None,
+    group: str | None = None,
+    patients_file: str | Path | None = None,
 ) -> Screening:
-    started = time.monotonic()
-    client = FhirClient(url, transport or Transport())
-    source = RestSource(client, trial, workers=workers, tag=tag)
-    records = source.read(progress[0])
-    total = source.patient_total()
-    results = _evaluate_all(records, trial, as_of, progress[1])
-    problems = [str(p) for p in source.builder.problems] + [f"{w}: {r}" for w, r in client.problems] + source.notes
-    outside = max(0, total - len(results)) if total is not None else 0
-    return Screening(url, trial, as_of, results, problems, outside, client.transport.cost, time.monotonic() - started)
+    """Screen a server: everyone (a Condition scan finds the cohort), or only the patients of
+    ``group`` (a Group on the server) or ``patients_file``, with patient-scoped searches."""
+    return screen_server_many(url, [trial], as_of, transport, workers, progress, tag, group, patients_file)[0]
 
 
 def screen_server_many(
@@ -138,9 +136,32 @@ def screen_server_many(
     workers: int = 4,
     progress: tuple[ProgressFn | None, ProgressFn | None] = (None, None),
     tag: str | None = None,
+    group: str | None = None,
+    patients_file: str | Path | None = None,
 ) -> list[Screening]:
-    """Several trials against a server by search (one read for all): see the REST source."""
-    raise ValueError("several trials against a server by search are not supported yet: use --bulk, or one --trial per run")
+    """Several trials on one read of a server: the union of the cohorts, each type fetched once
+    for it; then each trial evaluates its own cohort, exactly as alone."""
+    started = time.monotonic()
+    client = FhirClient(url, transport or Transport())
+    patients = resolve_patient_list(client, group=group, patients_file=patients_file)
+    plan = read_plan(trials)
+    if patients is None:
+        source: RestSource = RestSource(client, plan, workers=workers, tag=tag)
+        records = source.read(progress[0])
+        total = source.patient_total()
+    else:
+        source = PatientListSource(client, plan, patients, workers=workers, tag=tag)
+        records = source.read(progress[0])
+        total = len(patients.ids)
+    problems = [str(p) for p in source.builder.problems] + [f"{w}: {r}" for w, r in client.problems] + source.notes
+    out = []
+    for t in trials:
+        gates = cohort_valuesets(t)
+        mine = records if len(trials) == 1 or not gates else [r for r in records if in_cohort(t, condition_codes(r), gates)]
+        results = _evaluate_all(mine, t, as_of, progress[1])
+        outside = max(0, total - len(results)) if total is not None else 0
+        out.append(Screening(url, t, as_of, results, problems, outside, client.transport.cost, time.monotonic() - started))
+    return out
 
 
 def screen_bulk(
@@ -170,10 +191,13 @@ def screen_bulk_many(
     """One ``$export`` for every trial (the union of the types they read), then one screen."""
     started = time.monotonic()
     client = FhirClient(url, transport or Transport())
-    client.capabilities()
-    types = sorted(set().union(*(export_types(t, group is not None) for t in trials)))
-    filters = _merged_filters([type_filters(t, as_of, tag, types) for t in trials], types, tag)
-    export = BulkExport(client, types=types, filters=filters, group=group, poll_max=poll_max)
+    caps = Capabilities.parse(client.capabilities())
+    if group is None and caps.system_export() is False and caps.group_export():
+        raise export_refused(None)  # the statement offers only Group export: say so before asking
+    plan = read_plan(trials)
+    types = plan.export_types(group is not None)
+    filters = plan.type_filters(as_of, tag, types)
+    export = BulkExport(client, types=types, filters=filters, group=group, poll_max=poll_max, group_export=caps.group_export())
     with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:  # 0700: patient data
         job = export.run(Path(folder))
         results = screen_files_many(folder, trials, as_of, progress)
@@ -184,22 +208,6 @@ def screen_bulk_many(
         result.duration_s = time.monotonic() - started
     log.info("bulk export: %d files after %d polls", len(job.files), job.polls)
     return results
-
-
-def _merged_filters(per_trial: list[list[str]], types: list[str], tag: str | None) -> list[str]:
-    """``_typeFilter`` for several trials: a type keeps a filter only if every trial asks for
-    the same one (anything narrower would drop what some trial reads); the tag always holds."""
-    if len(per_trial) == 1:
-        return per_trial[0]
-    maps = [dict(f.split("?", 1) for f in filters) for filters in per_trial]
-    out = []
-    for t in types:
-        queries = {m.get(t) for m in maps}
-        if len(queries) == 1 and None not in queries:
-            out.append(f"{t}?{queries.pop()}")
-        elif tag:
-            out.append(f"{t}?_tag={tag}")
-    return out
 
 
 def match_record_files(path: str | Path, patient: str) -> tuple[PatientRecord | None, list[str]]:

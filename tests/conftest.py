@@ -39,6 +39,17 @@ def hapi(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def hapi_strict(tmp_path_factory):
+    """A second local HAPI server that behaves like Epic / Oracle Health (``strict=True``):
+    clinical searches must name one patient, no system-level $export, Group export allowed."""
+    from hapi import server
+
+    srv = server.start(server.free_port(), data_dir=str(tmp_path_factory.mktemp("hapi-strict")), strict=True)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
 def live_server(request):
     """The server live tests run against: --fhir-server URL, else the local HAPI server."""
     return request.config.getoption("--fhir-server") or request.getfixturevalue("hapi").base_url

@@ -172,7 +172,7 @@ def test_misconfiguration_is_named(cfg, message):
 
 def test_default_scopes():
     assert default_scope({"Observation", "Condition"}, write=False) == "system/Condition.rs system/Observation.rs system/Patient.rs"
-    assert default_scope({"Condition"}, write=True).endswith("system/ResearchStudy.cru system/ResearchSubject.cru")
+    assert default_scope({"Condition"}, write=True).endswith("system/ResearchStudy.cru system/ResearchSubject.cru system/Task.cru")
 
 
 @responses.activate

@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from fhir_matcher.engine.cohort import read_plan
 import responses
 
 from fhir_matcher.cli import main
@@ -74,15 +76,18 @@ def test_bulk_protocol_polls_with_retry_after_and_sends_tokens_only_when_require
 @responses.activate
 def test_bulk_not_supported_is_clear():
     responses.get(f"{BASE}/$export", status=404, json={"resourceType": "OperationOutcome", "issue": [{"diagnostics": "Unknown operation"}]})
-    with pytest.raises(FhirError, match="does the server support"):
+    with pytest.raises(FhirError, match="does the server support"):  # it offers no Group export either
+        BulkExport(FhirClient(BASE, Transport(sleep=lambda s: None)), types=["Patient"], group_export=False).kick_off()
+    # Whether it exports Groups is unknown: the refusal names the server's message and the options.
+    with pytest.raises(FhirError, match=r"refuses system-level \$export \(.*Unknown operation\); export a Group there: --bulk-group ID"):
         BulkExport(FhirClient(BASE, Transport(sleep=lambda s: None)), types=["Patient"]).kick_off()
 
 
 def test_type_filters(trial):
     from datetime import date
 
-    assert type_filters(trial, date(2026, 11, 24), None, ["Observation"]) == []  # HIV tests look at any date
-    assert type_filters(trial, date(2026, 11, 24), "s|c", ["Patient", "Observation"]) == ["Patient?_tag=s|c", "Observation?_tag=s|c"]
+    assert type_filters(read_plan(trial), date(2026, 11, 24), None, ["Observation"]) == []  # HIV tests look at any date
+    assert type_filters(read_plan(trial), date(2026, 11, 24), "s|c", ["Patient", "Observation"]) == ["Patient?_tag=s|c", "Observation?_tag=s|c"]
 
 
 def test_group_export(hapi, tmp_path):

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+
+from fhir_matcher.engine.cohort import read_plan
 import requests
 import responses
 
@@ -169,7 +171,7 @@ def test_rest_source_cohort_then_batched_fetch(trial):
 
     for rtype in ("Patient", "Condition", "Observation", "MedicationStatement", "MedicationRequest", "Procedure", "Consent"):
         responses.add_callback(responses.GET, f"{BASE}/{rtype}", callback=answer)
-    src = RestSource(FhirClient(BASE, Transport(sleep=lambda s: None)), trial, workers=2)
+    src = RestSource(FhirClient(BASE, Transport(sleep=lambda s: None)), read_plan(trial), workers=2)
     src.check_server()
     assert src.cohort() == ["a", "b"]  # the local-coded Chinese diagnosis counts; "c" has none
     src.fetch(["a", "b"])

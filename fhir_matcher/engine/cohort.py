@@ -8,8 +8,9 @@ left out would be ineligible on that criterion.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+from ..plan import ReadPlan
 from ..trial import INCLUSION, Trial
 from .kinds import NOT_MET, resource_types
 
@@ -42,3 +43,31 @@ def needed_types(trial: Trial) -> set[str]:
     for c in trial.criteria:
         types |= resource_types(c)
     return types
+
+
+def observation_days(trial: Trial) -> int | None:
+    """The longest look-back of the criteria reading Observations, or None if one has none."""
+    windows = []
+    for c in trial.criteria:
+        for rule in c.walk():
+            if rule.kind in ("lab", "lab-uln", "test-result"):
+                if "window_days" in rule.params:
+                    windows.append(int(rule.params["window_days"]))
+                elif "window_months" in rule.params:
+                    windows.append(31 * int(rule.params["window_months"]))
+                else:
+                    return None
+    return max(windows) if windows else None
+
+
+def read_plan(trials: Trial | Sequence[Trial]) -> ReadPlan:
+    """What the sources read for one trial or a portfolio: the union of the types, a gate
+    that admits a patient any trial's gate admits, the longest Observation look-back."""
+    trials = [trials] if isinstance(trials, Trial) else list(trials)
+    types = frozenset().union(*(needed_types(t) for t in trials))
+    gates = [(t, cohort_valuesets(t)) for t in trials]
+    gate = None
+    if gates and all(g for _, g in gates):
+        gate = lambda codes: any(in_cohort(t, codes, g) for t, g in gates)  # noqa: E731
+    days = [observation_days(t) for t in trials]
+    return ReadPlan(types, gate, None if any(d is None for d in days) else max(days, default=None))

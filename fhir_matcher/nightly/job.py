@@ -8,6 +8,10 @@ A night re-evaluates only:
 Everything else keeps the result stored in the state, which by construction equals a full
 screen at the same as-of date. The first night, a changed trial definition, a changed
 server, an as-of date earlier than the last night's, or ``--full`` screen everyone.
+
+Every night also reads the study's ResearchSubjects: a status a person set is never
+written over (``decisions``), and a decision the data now contradicts is raised once for
+review as a Task (``outputs.reviews``).
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from ..engine.cohort import read_plan
 from ..engine.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
 from ..outputs.files import write_outputs, write_run_json
-from ..outputs.writeback import WriteBack, subject_reason
+from ..outputs.reviews import Reviews, ServerTask, review_identifier
+from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, subject_reason, version_check
 from ..rest.client import FhirClient
+from ..sources.patients import PatientList, PatientListSource
 from ..sources.rest import RestSource
 from ..trial import Trial
-from .state import PatientState, State
+from .decisions import DECISION_ORDER, GOING_AHEAD, Contradiction, ServerSubject, contradiction, decision_of, ours_of
+from .state import AuditEntry, Decision, PatientState, Review, State
 
 log = logging.getLogger("fhir_matcher")
 
@@ -79,14 +87,22 @@ def run_night(
     tag: str | None = None,
     full: bool = False,
     overlap: timedelta = OVERLAP,
+    patients: PatientList | None = None,
 ) -> NightReport:
+    """One night. ``patients``: screen only this list (--group, --patients, --bulk-group), with
+    patient-scoped searches; members who left the list are no longer screened (their
+    ResearchSubjects stay as they are), new members are screened."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    source = RestSource(client, trial, workers=workers, tag=tag)
+    plan = read_plan(trial)
+    source = RestSource(client, plan, workers=workers, tag=tag) if patients is None else PatientListSource(client, plan, patients, workers=workers, tag=tag)
     source.check_server()
     night_start = _server_instant(client)
 
     known = state.patients()
+    members = set(patients.ids) if patients else None
+    listed = known if members is None else {k: p for k, p in known.items() if k.split("/", 1)[1] in members}
+    previous = set(json.loads(state.meta("patient_list_members") or "[]"))
     last = state.last_success()
     digest = trial_digest(trial)
     why_full = None
@@ -98,32 +114,44 @@ def run_night(
         why_full = "the trial definition or a value set changed"
     elif state.meta("server") != client.base:
         why_full = "the server changed"
+    elif (state.meta("patient_list") or "") != (patients.origin if patients else ""):
+        why_full = "the patient list changed (--group, --patients, --bulk-group)"
     elif as_of < last.as_of:
         why_full = f"as-of {as_of} is before the last night's {last.as_of}"
     elif not last.server_time:
         why_full = "the last night left no server time"
 
     wb = WriteBack(client, trial)
+    wb.check = version_check(client.capability or {})
     study = wb.ensure_study()
-    # After a full screen the server's subjects are reconciled too (a lost state file, a
-    # subject written by an earlier version): nobody keeps a stale candidate status.
-    on_server = wb.existing(study) if why_full else {}
+    # The study's subjects as the server holds them now: what people decided since the last
+    # night, and the versions every write is checked against.
+    on_server = wb.subjects(study)
+    known_decisions = state.decisions()
     if why_full:
-        ids = set(source.cohort()) | {k.split("/", 1)[1] for k in known} | {k.split("/", 1)[1] for k in on_server}
+        ids = set(source.cohort()) | {k.split("/", 1)[1] for k in listed} | {k.split("/", 1)[1] for k in on_server}
         changed_count = len(ids)
     else:
         since = (datetime.fromisoformat(last.server_time) - overlap).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(source, PatientListSource):
+            source.previous = previous  # new members are screened in full
+            source.evidence = {k.split("/", 1)[1]: [e for c in p.result["criteria"].values() for e in c.get("evidence", [])] for k, p in listed.items()}
         changed, entering = source.changes_since(since)
-        known_ids = {k.split("/", 1)[1] for k in known}
-        due = {k.split("/", 1)[1] for k, p in known.items() if p.recheck_on is not None and p.recheck_on <= as_of}
-        ids = (changed & known_ids) | entering | due
+        known_ids = {k.split("/", 1)[1] for k in listed}
+        due = {k.split("/", 1)[1] for k, p in listed.items() if p.recheck_on is not None and p.recheck_on <= as_of}
+        decided_unknown = {k.split("/", 1)[1] for k, subs in on_server.items() if k not in known and decision_of(subs)}
+        if members is not None:
+            decided_unknown &= members
+        ids = (changed & known_ids) | entering | due | decided_unknown
         changed_count = len(changed & (known_ids | entering))
+    if members is not None:
+        ids &= members  # a patient who left the list is not read again
     source.fetch(sorted(ids))
     fresh = {r.key: r for r in source.builder.records()}
     evaluated = {key: evaluate(rec, trial, as_of) for key, rec in fresh.items()}
     # A known patient the server no longer returns (deleted) keeps its last result.
 
-    results: dict[str, PatientResult] = {k: _from_state(p) for k, p in known.items()}
+    results: dict[str, PatientResult] = {k: _from_state(p) for k, p in listed.items()}
     results.update(evaluated)
 
     changes: dict[str, str] = {}
@@ -143,25 +171,91 @@ def run_night(
         elif before.digest != result_digest(r) and r.status in SHORTLIST:
             changes[key] = "updated"
 
-    # Write-back: every patient who is, or was, a (potential) candidate; only what changed.
-    to_write = []
+    # Write-back: every patient who is, or was, a (potential) candidate, compared with what the
+    # server holds now; only what differs, and never a subject whose status a person set.
+    to_write: list[SubjectWrite] = []
+    deleted: list[str] = []  # subjects an earlier night wrote that are gone from the server
     new_state: list[PatientState] = []
-    for key, r in evaluated.items():
+    for key in sorted(results):
+        r = results[key]
         before = known.get(key)
-        was_written = (before and before.written_status) or on_server.get(key)
-        status = r.status if r.status in SHORTLIST else (INELIGIBLE if was_written else None)
-        reason = subject_reason(trial, r)
-        w_digest = hashlib.sha256(f"{status}|{reason}".encode()).hexdigest()[:16] if status else None
-        already = before.written_digest if before else None
-        if status and (w_digest != already or (why_full and on_server.get(key) != status)):
-            to_write.append((r, status, reason))
-        new_state.append(PatientState(key, r.status, result_digest(r), r.recheck_on, as_of,
-                                      {"criteria": r.criteria_json()},
-                                      status or (before.written_status if before else None), w_digest or (before.written_digest if before else None)))
+        subs = on_server.get(key, [])
+        ours = ours_of(subs)
+        status: str | None = None
+        reason = ""
+        if decision_of(subs) is None:
+            gone = ours is None and before is not None and before.written_status and not why_full_server_changed(why_full)
+            if gone:  # written by an earlier night, deleted on the server since: a person's doing
+                deleted.append(key)
+            elif r.status in SHORTLIST or ours is not None:
+                status = r.status if r.status in SHORTLIST else INELIGIBLE
+                reason = subject_reason(trial, r)
+                item = SubjectWrite(r, status, reason, ours)
+                if not item.unchanged():
+                    to_write.append(item)
+        if key in evaluated or status:
+            w_digest = hashlib.sha256(f"{status}|{reason}".encode()).hexdigest()[:16] if status else None
+            new_state.append(PatientState(key, r.status, result_digest(r), r.recheck_on, as_of if key in evaluated else before.evaluated_as_of,
+                                          {"criteria": r.criteria_json()},
+                                          status or (before.written_status if before else None), w_digest or (before.written_digest if before else None)))
     written = wb.write(study, to_write)
+    now_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    audit: list[AuditEntry] = []
+    written_status = {}
+    for item in to_write:
+        key = item.result.patient
+        if key in wb.turned:
+            continue
+        written_status[key] = item.status
+        if item.current is None or item.current.status != item.status:
+            audit.append(AuditEntry(now_iso, key, item.current.ref if item.current else None, "fhir-matcher", "nightly",
+                                    item.current.status if item.current else None, item.status, item.reason))
+    for key, subject in wb.turned.items():  # decided by a person between our read and our write
+        on_server[key] = [s for s in on_server.get(key, []) if s.id != subject.id] + ([subject] if subject.status != "deleted" else [])
+
+    # People's decisions: remembered with the day they were first seen.
+    decisions: dict[str, Decision] = {}
+    decided: dict[str, ServerSubject] = {}
+    for key in sorted(results):
+        d = decision_of(on_server.get(key, []))
+        if d is None:
+            continue
+        decided[key] = d
+        prev = known_decisions.get(key)
+        if prev and prev.status == d.status and prev.subject == d.ref:
+            decisions[key] = Decision(key, d.ref, d.status, prev.changed_at, prev.first_seen_on, prev.first_seen_at, as_of, d.version)
+            continue
+        decisions[key] = Decision(key, d.ref, d.status, d.last_updated, as_of, now_iso, as_of, d.version)
+        was = prev.status if prev else (known[key].written_status if key in known else None)
+        audit.append(AuditEntry(d.last_updated or now_iso, key, d.ref, "seen on server", "server", was, d.status,
+                                "set on the server by a person (seen by the nightly job)"))
+        if key not in changes:
+            changes[key] = f"{d.status} (set by a person)"
+    for key, prev in known_decisions.items():  # a person moved a subject back to the matcher
+        if key in results and key not in decisions:
+            audit.append(AuditEntry(now_iso, key, prev.subject, "seen on server", "server", prev.status,
+                                    written_status.get(key) or _matcher_status(on_server.get(key, [])), "the decision was taken back on the server"))
+
+    # Reviews: a going-ahead decision the data now contradicts, raised once as a Task.
+    reviews = Reviews(client, trial, wb.check)
+    needs_review, reviewed, review_rows = _reviews(trial, reviews, state, results, decided, decisions, as_of, night_start)
+
+    server_view = {}
+    for key in results:
+        if key in decided:
+            d = decisions[key]
+            server_view[key] = {"status": d.status, "by_person": True, "decided_on": d.decided_on}
+        else:
+            st = written_status.get(key) or _matcher_status(on_server.get(key, []))
+            if st:
+                server_view[key] = {"status": st, "by_person": False, "decided_on": None}
+    for key in deleted:
+        server_view[key] = {"status": "deleted", "by_person": True, "decided_on": None}
+    for item in needs_review:
+        server_view[item["patient"]]["review"] = item["task"]
 
     ordered = [results[k] for k in sorted(results)]
-    problems = [str(p) for p in source.builder.problems] + source.notes
+    problems = [str(p) for p in source.builder.problems] + source.notes + wb.problems
     summary = {
         "command": "nightly",
         "trial": trial.id,
@@ -176,20 +270,127 @@ def run_night(
         "dropped": dropped,
         "written": written,
         "statuses": {s: sum(1 for r in ordered if r.status == s) for s in STATUSES},
+        "decisions": _decision_counts(decisions),
+        "needs_review": needs_review,
+        "reviewed": reviewed,
+        "reviews_opened": reviews.opened,
+        "reviews_closed": reviews.closed,
+        "version_check": wb.check,
+        "versioned_updates": wb.check == IF_MATCH,
+        "conflicts": wb.conflicts,
+        "subjects_deleted_on_server": deleted,
         "errors": len(problems),
         "problems": problems,
         "http": client.transport.cost.to_json(),
         "duration_s": round(time.monotonic() - started, 3),
     }
-    write_outputs(out, trial, ordered, as_of, client.base, problems, changes)
+    if patients is not None:
+        summary.update({"patient_list": patients.origin, "members": len(members), "joined_list": len(members - previous) if previous else len(members),
+                        "left_list": len(previous - members), "limits": source.limits})
+    write_outputs(out, trial, ordered, as_of, client.base, problems, changes, subjects=server_view, needs_review=needs_review, reviewed=reviewed)
     write_run_json(out, summary)
     state.commit_run(
         patients=new_state,
-        meta={"trial_digest": digest, "server": client.base, "trial": trial.id},
+        meta={"trial_digest": digest, "server": client.base, "trial": trial.id,
+              "patient_list": patients.origin if patients else "", "patient_list_members": json.dumps(sorted(members)) if patients else ""},
         started_at=started_at,
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         as_of=as_of,
         server_time=night_start.isoformat(),
         summary={k: v for k, v in summary.items() if k != "problems"},
+        decisions=decisions.values(),
+        reviews=review_rows,
+        audit=audit,
     )
     return NightReport(summary, ordered, changes)
+
+
+def why_full_server_changed(why_full: str | None) -> bool:
+    return why_full == "the server changed"
+
+
+def _matcher_status(subjects: list[ServerSubject]) -> str | None:
+    ours = ours_of(subjects)
+    return ours.status if ours else None
+
+
+def _decision_counts(decisions: dict[str, Decision]) -> dict[str, int]:
+    counts = {s: 0 for s in DECISION_ORDER}
+    for d in decisions.values():
+        counts[d.status] = counts.get(d.status, 0) + 1
+    return {s: n for s, n in counts.items() if n}
+
+
+def _reviews(
+    trial: Trial,
+    api: Reviews,
+    state: State,
+    results: dict[str, PatientResult],
+    decided: dict[str, ServerSubject],
+    decisions: dict[str, Decision],
+    as_of: date,
+    night_start: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Review]]:
+    """Open, keep or close review Tasks; returns (needs review, reviewed by a person, state rows).
+
+    One episode per (patient, contradicting criteria): the state remembers it from the night
+    it is raised until the night it no longer holds, so a Task a person closed is not raised
+    again while the same contradiction lasts. Without a state row (a lost state file) the
+    server's Tasks are adopted instead of raising a second one.
+    """
+    contradictions: dict[str, Contradiction] = {}
+    for key, d in decided.items():
+        c = contradiction(trial, results[key], d)
+        if c:
+            contradictions[key] = c
+    server_tasks = api.tasks()
+    rows = state.reviews()
+    open_rows = {r.patient: r for r in rows if r.closed_on is None}
+    ever = {(r.patient, r.key) for r in rows}
+    by_ident: dict[str, ServerTask] = {t.identifier: t for ts in server_tasks.values() for t in ts}
+    updates: list[Review] = []
+    needs: list[dict[str, Any]] = []
+    reviewed: list[dict[str, Any]] = []
+    to_create: list[tuple[Contradiction, str, str | None]] = []
+    authored = night_start.isoformat(timespec="seconds")
+    stamp = night_start.strftime("%Y%m%dT%H%M%SZ")
+
+    def why_closed(key: str, c: Contradiction | None) -> tuple[str, str]:
+        d = decided.get(key)
+        if d is None or d.status not in GOING_AHEAD:
+            return "completed", f"the decision changed on the server (now {d.status if d else 'none'})"
+        if c is not None:
+            return "cancelled", "superseded: other criteria now contradict the decision (see the newer review)"
+        return "cancelled", "the data no longer contradicts the decision"
+
+    for key in sorted(results):
+        c = contradictions.get(key)
+        for t in server_tasks.get(key, []):
+            if t.active and (c is None or t.key != c.key):
+                status, why = why_closed(key, c)
+                api.close(t, status, why)
+        row = open_rows.get(key)
+        if row and (c is None or row.key != c.key):
+            row.closed_on, row.closed_why = as_of, why_closed(key, c)[1]
+            updates.append(row)
+            row = None
+        if c is None:
+            continue
+        decided_on = decisions[key].decided_on
+        if row:  # the same episode: raised before; is its Task still waiting?
+            t = by_ident.get(row.identifier)
+            (needs if t is not None and t.active else reviewed).append(c.to_json(decided_on, row.task))
+            continue
+        adopt = [t for t in server_tasks.get(key, []) if t.key == c.key and (t.active or not t.closed_by_matcher)]
+        if (key, c.key) not in ever and adopt:
+            t = adopt[0]
+            updates.append(Review(key, c.subject.ref, t.ref, t.identifier, c.key, c.subject.status, c.criteria, c.reason, as_of, authored))
+            (needs if t.active else reviewed).append(c.to_json(decided_on, t.ref))
+            continue
+        to_create.append((c, review_identifier(trial, c, stamp), decided_on))
+    created = api.create(to_create, authored)
+    for c, ident, decided_on in to_create:
+        updates.append(Review(c.patient, c.subject.ref, created[ident], ident, c.key, c.subject.status, c.criteria, c.reason, as_of, authored))
+        needs.append(c.to_json(decided_on, created[ident]))
+    needs.sort(key=lambda n: n["patient"])
+    return needs, reviewed, updates

@@ -41,7 +41,13 @@ def write_outputs(
     problems: Sequence[str] = (),
     changes: dict[str, str] | None = None,
     outside: int = 0,
+    subjects: dict[str, dict[str, Any]] | None = None,
+    needs_review: Sequence[dict[str, Any]] = (),
+    reviewed: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Path]:
+    """``subjects`` (nightly): patient -> the ResearchSubject's status on the server now
+    (``status``, ``by_person``, ``decided_on``); patients a person decided are left out of
+    research-subjects.json, so posting it can never overwrite a decision."""
     prepare_dir(out)
     paths = {
         "screening": out / "screening.ndjson",
@@ -50,10 +56,11 @@ def write_outputs(
         "csv": out / "report.csv",
     }
     write_private(paths["screening"], b"".join(orjson.dumps(r.to_json(trial, as_of)) + b"\n" for r in results))
-    bundle = subjects_bundle(trial, results)
+    decided = {p for p, s in (subjects or {}).items() if s.get("by_person")}
+    bundle = subjects_bundle(trial, [r for r in results if r.patient not in decided])
     write_private(paths["subjects"], bundle.model_dump_json(indent=2, exclude_none=True) + "\n")
-    write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes, outside))
-    write_private(paths["csv"], report_csv(trial, results, changes))
+    write_private(paths["html"], report_html(trial, results, as_of, source, problems, changes, outside, subjects=subjects, needs_review=needs_review, reviewed=reviewed))
+    write_private(paths["csv"], report_csv(trial, results, changes, subjects=subjects))
     return paths
 
 

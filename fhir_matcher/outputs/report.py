@@ -70,19 +70,60 @@ def csv_cell(value: Any) -> str:
     return text
 
 
-CSV_FIELDS = ["patient", "status", "criterion", "type", "result", "value", "unit", "reason", "evidence", "changed"]
+CSV_FIELDS = ["patient", "status", "criterion", "type", "result", "value", "unit", "reason", "evidence", "changed", "server_status", "decided_by_person_on"]
 
 
-def report_csv(trial: Trial, results: Sequence[PatientResult], changes: dict[str, str] | None = None) -> str:
+def report_csv(trial: Trial, results: Sequence[PatientResult], changes: dict[str, str] | None = None, subjects: dict[str, dict[str, Any]] | None = None) -> str:
+    """One row per patient and criterion; ``server_status`` is the ResearchSubject's status on
+    the server now (nightly), ``decided_by_person_on`` the day a person set it."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
     for r in results:
+        on_server = (subjects or {}).get(r.patient, {})
         for c in trial.criteria:
             o = r.criteria[c.id]
-            row = [r.patient, r.status, c.id, c.type, o.result, o.value, o.unit, o.reason, " ".join(o.evidence), (changes or {}).get(r.patient, "")]
+            row = [r.patient, r.status, c.id, c.type, o.result, o.value, o.unit, o.reason, " ".join(o.evidence), (changes or {}).get(r.patient, ""),
+                   on_server.get("status", ""), on_server.get("decided_on") or ""]
             w.writerow([csv_cell(v) for v in row])
     return buf.getvalue()
+
+
+def _server_cell(view: dict[str, Any] | None) -> str:
+    """The subject's status on the server; a person's decision says so, with its day."""
+    if not view:
+        return "<td class='meta'>—</td>"
+    if view.get("by_person"):
+        when = f"decided by a person on {view['decided_on']}" if view.get("decided_on") else "by a person"
+        return (f"<td class='d-person'><span class='badge person'>{escape(view['status'])}</span>"
+                f"<div class='meta'>{escape(when)}</div></td>")
+    return f"<td class='s-{escape(view['status'])}'>{escape(view['status'])}</td>"
+
+
+def decision_rows(results: Sequence[PatientResult], subjects: dict[str, dict[str, Any]]) -> list[tuple[str, int]]:
+    """(status, patients) for the statuses people set, in enrolment order, then what awaits one."""
+    from ..nightly.decisions import DECISION_ORDER
+
+    decided = Counter(v["status"] for v in subjects.values() if v.get("by_person"))
+    rows = [(s, decided[s]) for s in DECISION_ORDER if decided[s]]
+    rows += [(s, n) for s, n in sorted(decided.items()) if s not in DECISION_ORDER]
+    return rows
+
+
+def _needs_review_html(needs_review: Sequence[dict[str, Any]]) -> list[str]:
+    out = [f"<section class='review'><h2>Needs review ({len(needs_review)})</h2>"
+           "<p class='meta'>A person's decision that new data contradicts. The matcher changed nothing: "
+           "each is a Task on the server (intent proposal) for a coordinator to look at and close.</p>",
+           "<table><tr><th>Patient</th><th>Decision on the server</th><th>Matcher now</th><th>Why</th><th>Evidence</th><th>Task</th></tr>"]
+    for n in needs_review:
+        out.append(
+            f"<tr><td class='nowrap'>{escape(n['patient'])}</td><td><span class='badge person'>{escape(n['decision'])}</span>"
+            f"<div class='meta'>{escape(n['subject'])}, decided on {escape(n.get('decided_on') or '?')}</div></td>"
+            f"<td class='s-ineligible'>{escape(n['matcher_status'])}</td><td>{escape(n['reason'])}</td>"
+            f"<td class='ev'>{'<br>'.join(escape(e) for e in n['evidence'])}</td><td class='ev'>{escape(n.get('task') or '')}</td></tr>"
+        )
+    out.append("</table></section>")
+    return out
 
 
 _CSS = """
@@ -99,6 +140,8 @@ th{background:#f6f8fa}td.nowrap{white-space:nowrap}td.num{text-align:right;font-
 .s-candidate{background:#dafbe1}.s-potential-candidate{background:#fff8c5}.s-ineligible{background:#ffebe9}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;border:1px solid #d0d7de}
 .ev{font-family:ui-monospace,monospace;font-size:12px;color:#57606a}.changed{background:#ddf4ff;border-color:#54aeff}
+.person{background:#fbefff;border-color:#d8b9ff}.tile.person b{color:#8250df}.d-person .meta{margin:0;font-size:12px}
+.review{border:2px solid #cf222e;border-radius:8px;padding:4px 16px 8px;margin:12px 0 20px;background:#fff8f8}.review h2{color:#cf222e;border:0;margin-top:8px}
 details{margin:4px 0}summary{cursor:pointer}
 """
 
@@ -126,8 +169,15 @@ def report_html(
     problems: Sequence[str] = (),
     changes: dict[str, str] | None = None,
     outside: int = 0,
+    subjects: dict[str, dict[str, Any]] | None = None,
+    needs_review: Sequence[dict[str, Any]] = (),
+    reviewed: Sequence[dict[str, Any]] = (),
 ) -> str:
+    """``subjects`` (nightly): patient -> the ResearchSubject on the server now; ``needs_review``:
+    decisions the data contradicts, listed first."""
     changes = changes or {}
+    nightly = subjects is not None
+    subjects = subjects or {}
     counts = Counter(r.status for r in results)
     titles = {c.id: c.title for c in trial.criteria}
     out = [
@@ -136,10 +186,19 @@ def report_html(
         f"<h1>{escape(trial.title)}</h1>",
         f"<div class='meta'>As of <b>{as_of}</b> · source {escape(source)} · trial definition {escape(trial.id)} · {len(results) + outside} patients screened"
         + (f" ({outside} without a target diagnosis, not fetched)" if outside else "") + "</div>",
-        "<div class='tiles'>",
     ]
+    if nightly:
+        out.extend(_needs_review_html(needs_review) if needs_review else ["<p class='meta'>Needs review: none (no person's decision is contradicted by the data).</p>"])
+        if reviewed:
+            out.append(f"<p class='meta'>Reviewed: {len(reviewed)} decision(s) the data contradicts, whose review a person has closed and kept: "
+                       + escape(", ".join(f"{n['patient']} ({n['decision']}; {', '.join(n['criteria'])})" for n in reviewed)) + ".</p>")
+    out.append("<div class='tiles'>")
     for s in STATUSES:
-        out.append(f"<div class='tile s-{s}'><b>{counts.get(s, 0)}</b>{escape(s)}</div>")
+        out.append(f"<div class='tile s-{s}'><b>{counts.get(s, 0)}</b>{escape(s)} (matcher)</div>" if nightly else f"<div class='tile s-{s}'><b>{counts.get(s, 0)}</b>{escape(s)}</div>")
+    people = decision_rows(results, subjects)
+    if nightly:
+        detail = ", ".join(f"{n} {st}" for st, n in people)
+        out.append(f"<div class='tile person'><b>{sum(n for _, n in people)}</b>decided by people{': ' + escape(detail) if detail else ''}</div>")
     if changes:
         out.append(f"<div class='tile changed'><b>{len(changes)}</b>changed since last run</div>")
     out.append("</div>")
@@ -152,10 +211,21 @@ def report_html(
             f"<tr><td>{escape(cid)}</td><td>{escape(titles[cid])}</td><td class='num'>{removed}</td><td class='num'>{left}</td>"
             f"<td><div class='bar' style='width:{100 * left / total:.1f}%'></div></td></tr>"
         )
-    out.append(f"</table><p class='meta'>Each patient is counted under the first criterion, in protocol order, that rules them out. Washout criteria ({escape(trial.washout_note)}) and manual checks never remove a patient.</p>")
+    if nightly:
+        shortlisted = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
+        waiting = sum(1 for r in shortlisted if not subjects.get(r.patient, {}).get("by_person"))
+        out.append("<tr><th colspan='5'>People's decisions (the ResearchSubject's status a coordinator set on the server)</th></tr>")
+        for st, n in people:
+            out.append(f"<tr><td>{escape(st)}</td><td>decided by a person</td><td></td><td class='num'>{n}</td>"
+                       f"<td><div class='bar' style='width:{100 * n / total:.1f}%;background:#8250df'></div></td></tr>")
+        out.append(f"<tr><td>awaiting a decision</td><td>candidates and potential candidates no person has decided on yet</td><td></td><td class='num'>{waiting}</td>"
+                   f"<td><div class='bar' style='width:{100 * waiting / total:.1f}%'></div></td></tr>")
+    out.append(f"</table><p class='meta'>Each patient is counted under the first criterion, in protocol order, that rules them out. Washout criteria ({escape(trial.washout_note)}) and manual checks never remove a patient."
+               + (" People's decisions are counted whatever the matcher finds now; the matcher never changes them." if nightly else "") + "</p>")
 
     shortlist = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
-    out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>Status</th><th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
+    server_th = "<th>On the server</th>" if nightly else ""
+    out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>{'Matcher' if nightly else 'Status'}</th>{server_th}<th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
     for r in shortlist:
         todo = to_obtain(trial, r.criteria)
         washouts = [_washout_label(trial, r, cid) for cid in washouts_due(trial, r.criteria)]
@@ -163,7 +233,7 @@ def report_html(
         badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
         out.append(
             f"<tr><td class='nowrap'><a href='#{escape(r.patient)}'>{escape(r.patient)}</a>{badge}</td><td class='s-{r.status}'>{escape(r.status)}</td>"
-            f"<td>{escape(', '.join(todo))}</td><td>{escape(', '.join(str(w) for w in washouts))}</td><td class='num'>{manual}</td></tr>"
+            + (_server_cell(subjects.get(r.patient)) if nightly else "") + f"<td>{escape(', '.join(todo))}</td><td>{escape(', '.join(str(w) for w in washouts))}</td><td class='num'>{manual}</td></tr>"
         )
     out.append("</table>")
 
@@ -175,7 +245,10 @@ def report_html(
         for r in group:
             badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
             notes = still_to_do(trial, r.criteria)
-            out.append(f"<h3 id='{escape(r.patient)}'>{escape(r.patient)} <span class='badge s-{r.status}'>{escape(r.status)}</span>{badge}</h3>")
+            view = subjects.get(r.patient)
+            person = (f" <span class='badge person'>{escape(view['status'])}: decided by a person on {escape(view.get('decided_on') or '?')}</span>"
+                      if view and view.get("by_person") else "")
+            out.append(f"<h3 id='{escape(r.patient)}'>{escape(r.patient)} <span class='badge s-{r.status}'>{escape(r.status)}</span>{person}{badge}</h3>")
             if notes:
                 out.append(f"<div class='meta'>{escape('; '.join(notes))}</div>")
             out.append("<table><tr><th>Criterion</th><th>Result</th><th>Value</th><th>Reason</th><th>Evidence</th></tr>")
@@ -188,12 +261,12 @@ def report_html(
             out.append("</table>")
 
     inel = [r for r in results if r.status == INELIGIBLE]
-    out.append(f"<h2>Ineligible ({len(inel)})</h2><details><summary>Show the reason for each</summary><table><tr><th>Patient</th><th>Criteria</th><th>Reason</th></tr>")
+    out.append(f"<h2>Ineligible ({len(inel)})</h2><details><summary>Show the reason for each</summary><table><tr><th>Patient</th>{server_th}<th>Criteria</th><th>Reason</th></tr>")
     for r in inel:
         ids = deciding(trial, r.criteria)
         badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
         out.append(
-            f"<tr><td>{escape(r.patient)}{badge}</td><td>{escape(', '.join(ids))}</td>"
+            f"<tr><td>{escape(r.patient)}{badge}</td>" + (_server_cell(subjects.get(r.patient)) if nightly else "") + f"<td>{escape(', '.join(ids))}</td>"
             f"<td>{'<br>'.join(escape(r.criteria[i].reason) for i in ids)}</td></tr>"
         )
     out.append("</table></details>")

@@ -1,7 +1,10 @@
 """ResearchStudy and ResearchSubject resources, built and validated with fhir.resources (R4B).
 
-The Bundle is a transaction of conditional updates keyed on identifiers, so the same file
-can be POSTed to a server any number of times without creating duplicates.
+The Bundle is a transaction keyed on identifiers: the study is a conditional update, each
+subject a conditional create (``ifNoneExist``), so the same file can be POSTed to a server
+any number of times without creating duplicates, and never overwrites a status a person set
+on a subject already there (issue 11). Keeping existing subjects up to date is the nightly
+job's work, with a version check.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def subjects_bundle(trial: Trial, results: Iterable[PatientResult]) -> Bundle:
             {
                 "fullUrl": _urn("subject", trial.id, r.patient),
                 "resource": subject_json(trial, r.patient, r.status, study_urn),
-                "request": {"method": "PUT", "url": f"ResearchSubject?identifier={system}|{value}"},
+                "request": {"method": "POST", "url": "ResearchSubject", "ifNoneExist": f"identifier={system}|{value}"},
             }
         )
     return Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})  # validates every entry

@@ -181,7 +181,7 @@ def default_scope(read_types: set[str], write: bool) -> str:
     """SMART v2 system scopes: read/search what the criteria read, create/update what is written."""
     scopes = [f"system/{t}.rs" for t in sorted(read_types | {"Patient"})]
     if write:
-        scopes += ["system/ResearchStudy.cru", "system/ResearchSubject.cru"]
+        scopes += ["system/ResearchStudy.cru", "system/ResearchSubject.cru", "system/Task.cru"]  # Task: reviews (issue 11)
     return " ".join(scopes)
 
 

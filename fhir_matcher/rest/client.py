@@ -44,6 +44,7 @@ class FhirClient:
         self._warned_rewrite = False
         self.server_date: str | None = None  # the Date header of the latest answer (server clock)
         self.problems: list[tuple[str, str]] = []  # malformed search entries: (where, reason)
+        self.capability: Json | None = None  # the latest CapabilityStatement read
 
     # ------------------------------------------------------------ plumbing
 
@@ -100,6 +101,7 @@ class FhirClient:
         version = as_str(cs.get("fhirVersion")) or ""
         if version and not version.startswith("4.0"):
             log.warning("server reports FHIR %s; fhir-matcher reads FHIR R4 (4.0.x)", version)
+        self.capability = cs
         return cs
 
     def pages(self, search: Search) -> Iterator[Json]:

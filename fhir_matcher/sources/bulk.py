@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
-from ..engine.cohort import needed_types
 from ..fhirjson import as_dict, as_list, as_str
+from ..rest.capability import REFUSAL_STATUSES, export_refused
 from ..rest.client import FhirClient, FhirError, outcome_text
 from ..rest.transport import retry_after
-from ..trial import Trial
+from ..plan import ReadPlan
 
 log = logging.getLogger("fhir_matcher")
 
@@ -34,40 +34,14 @@ class ExportJob:
     polls: int = 0
 
 
-def export_types(trial: Trial, group: bool) -> list[str]:
-    types = needed_types(trial) | {"Patient"}
-    if not group:
-        types.add("Medication")  # not in the patient compartment: only a system export has it
-    return sorted(types)
+def export_types(plan: ReadPlan, group: bool) -> list[str]:
+    """Types to ``$export`` for a read plan (see ReadPlan.export_types)."""
+    return plan.export_types(group)
 
 
-def type_filters(trial: Trial, as_of: date, tag: str | None, types: list[str]) -> list[str]:
-    """``_typeFilter`` queries that only drop what no criterion can use.
-
-    Observations are limited to the longest window when every criterion reading them has
-    one (the bundled trial's HIV and hepatitis tests look at any date, so it does not).
-    A ``tag`` restricts every type to resources carrying it.
-    """
-    out = []
-    windows = []
-    all_windowed = True
-    for c in trial.criteria:
-        for rule in c.walk():
-            if rule.kind in ("lab", "lab-uln", "test-result"):
-                if "window_days" in rule.params:
-                    windows.append(int(rule.params["window_days"]))
-                elif "window_months" in rule.params:
-                    windows.append(31 * int(rule.params["window_months"]))
-                else:
-                    all_windowed = False
-    tag_q = f"_tag={tag}" if tag else ""
-    for t in types:
-        parts = [tag_q] if tag_q else []
-        if t == "Observation" and windows and all_windowed:
-            parts.append(f"date=ge{(as_of - timedelta(days=max(windows) + 1)).isoformat()}")
-        if parts:
-            out.append(f"{t}?{'&'.join(parts)}")
-    return out
+def type_filters(plan: ReadPlan, as_of: date, tag: str | None, types: list[str]) -> list[str]:
+    """``_typeFilter`` queries for a read plan (see ReadPlan.type_filters)."""
+    return plan.type_filters(as_of, tag, types)
 
 
 class BulkExport:
@@ -78,6 +52,8 @@ class BulkExport:
         types: list[str],
         filters: list[str] = (),
         group: str | None = None,
+        since: str | None = None,
+        group_export: bool | None = None,
         poll_max: float = 60.0,
         timeout: float = 3600.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -86,6 +62,8 @@ class BulkExport:
         self.types = types
         self.filters = list(filters)
         self.group = group
+        self.since = since  # only what changed after this instant (_since)
+        self.group_export = group_export  # whether the CapabilityStatement offers Group export (None: unknown)
         self.poll_max = poll_max
         self.timeout = timeout
         self.sleep = sleep
@@ -94,11 +72,16 @@ class BulkExport:
     def kick_off(self) -> str:
         path = f"Group/{self.group}/$export" if self.group else "$export"
         params = [("_type", ",".join(self.types)), ("_outputFormat", NDJSON)] + [("_typeFilter", f) for f in self.filters]
+        if self.since:
+            params.append(("_since", self.since))
         resp = self.client.transport.request(
             "GET", f"{self.client.base}/{path}", params=params,
             headers={"Accept": "application/fhir+json", "Prefer": "respond-async"},
         )
         if resp.status_code != 202:
+            if not self.group and resp.status_code in REFUSAL_STATUSES | {403} and self.group_export is not False:
+                # Epic, Oracle Health: Group export only; say so and what to use.
+                raise export_refused(FhirError(f"GET {self.client.base}/$export: HTTP {resp.status_code}{_outcome(resp)}", resp.status_code))
             raise FhirError(f"bulk export kick-off: HTTP {resp.status_code}{_outcome(resp)} (does the server support $export?)", resp.status_code)
         location = resp.headers.get("Content-Location")
         if not location:

@@ -11,6 +11,10 @@
 3. Records: for batches of cohort patients (as many ids as fit in one URL), one paged search
    per resource type the criteria read (``Observation?patient=a,b,c&_count=1000``), with
    Medications brought in by ``_include``; batches run with bounded concurrency.
+
+A server that refuses the patient-less scan (Epic, Oracle Health) stops the run with one line
+naming its message and the options that work there (``--group``, ``--patients``,
+``--bulk-group``); ``sources/patients.py`` reads such servers patient by patient.
 """
 
 from __future__ import annotations
@@ -19,12 +23,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from ..engine.cohort import cohort_valuesets, in_cohort, needed_types
-from ..engine.kinds import MEDICATION_TYPES
 from ..fhirjson import Json, as_dict, as_list, as_str, normalize_reference, subject_reference
+from ..rest.capability import Capabilities, is_refusal, search_refused
 from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
-from ..trial import Trial
+from ..plan import MEDICATION_TYPES, ReadPlan
 from .record import PatientRecord, RecordBuilder
 
 log = logging.getLogger("fhir_matcher")
@@ -37,7 +40,7 @@ class RestSource:
     def __init__(
         self,
         client: FhirClient,
-        trial: Trial,
+        plan: ReadPlan,
         *,
         workers: int = 4,
         page_size: int = PAGE,
@@ -46,44 +49,49 @@ class RestSource:
     ):
         self.client = client
         self.tag = tag  # "system|code": screen only resources carrying this meta.tag
-        self.trial = trial
+        self.plan = plan  # what to read: types and the cohort gate (engine.cohort.read_plan)
         self.workers = max(1, workers)
         self.page_size = page_size
         self.max_url = max_url
         self.builder = RecordBuilder()
         self.supported: set[str] | None = None
+        self.caps = Capabilities()
         self.notes: list[str] = []
 
     # ------------------------------------------------------------ steps
 
     def check_server(self) -> None:
-        cs = self.client.capabilities()
-        types = set()
-        for rest in as_list(cs.get("rest")):
-            for res in as_list(as_dict(rest).get("resource")):
-                t = as_str(as_dict(res).get("type"))
-                if t:
-                    types.add(t)
-        self.supported = types or None
+        self.caps = Capabilities.parse(self.client.capabilities())
+        self.supported = set(self.caps.types) or None
 
     def _supports(self, rtype: str) -> bool:
         return self.supported is None or rtype in self.supported
 
+    def _patientless(self, search: Search) -> list[Json]:
+        """A search naming no patient; a server that refuses those is told apart (one line)."""
+        if not self.caps.can_search(search.resource_type):
+            raise search_refused(None)
+        try:
+            return list(self.client.search(search))
+        except FhirError as e:
+            if is_refusal(e):
+                raise search_refused(e) from None
+            raise
+
     def cohort(self) -> list[str]:
         """Ids of the patients who can possibly be eligible, sorted."""
-        gates = cohort_valuesets(self.trial)
-        if not gates:
+        if not self.plan.gated:
             search = self._tagged(Search("Patient").elements("id").count(self.page_size))
-            return sorted({r["id"] for r in self.client.search(search) if as_str(r.get("id"))})
+            return sorted({r["id"] for r in self._patientless(search) if as_str(r.get("id"))})
         concepts: dict[str, list[Json]] = {}
         search = self._tagged(Search("Condition").elements("code", "subject").count(self.page_size))
-        for r in self.client.search(search):
+        for r in self._patientless(search):
             ref = subject_reference(r)
             if ref and isinstance(r.get("code"), dict):
                 key = normalize_reference(ref)
                 if key.startswith("Patient/"):
                     concepts.setdefault(key.split("/", 1)[1], []).append(r["code"])
-        return sorted(pid for pid, ccs in concepts.items() if in_cohort(self.trial, ccs, gates))
+        return sorted(pid for pid, ccs in concepts.items() if self.plan.admits(ccs))
 
     def changes_since(self, since: str) -> tuple[set[str], set[str]]:
         """Patients whose data the criteria read changed after ``since`` (an instant), and those
@@ -92,16 +100,15 @@ class RestSource:
         Updates come from ``_lastUpdated`` searches returning only the patient reference;
         deletions from type history (``_history?_since``), where the server keeps it.
         """
-        gates = cohort_valuesets(self.trial)
         changed: set[str] = set()
         conditions: dict[str, list[Json]] = {}
-        types = sorted(needed_types(self.trial) | {"Patient"})
+        types = sorted(self.plan.types | {"Patient"})
         for rtype in types:
             if not self._supports(rtype):
                 continue
             element = {"Patient": "id", "Condition": "code,subject", "Consent": "patient"}.get(rtype, "subject")
             search = self._tagged(Search(rtype).where(_lastUpdated=f"ge{since}").param("_elements", element).count(self.page_size))
-            for r in self.client.search(search):
+            for r in self._patientless(search):
                 pid = self._patient_id(r)
                 if pid:
                     changed.add(pid)
@@ -109,11 +116,11 @@ class RestSource:
                         conditions.setdefault(pid, []).append(r["code"])
         meds = [r["id"] for r in self.client.search(self._tagged(Search("Medication").where(_lastUpdated=f"ge{since}").elements("id").count(self.page_size)))
                 if as_str(r.get("id"))] if self._supports("Medication") else []
-        for rtype in sorted(needed_types(self.trial) & set(MEDICATION_TYPES)):
+        for rtype in sorted(self.plan.types & set(MEDICATION_TYPES)):
             for chunk in Search(rtype).elements("subject").count(self.page_size).chunked("medication", [f"Medication/{m}" for m in meds], self.max_url, self.client.base):
                 changed.update(filter(None, (self._patient_id(r) for r in self.client.search(chunk))))
         changed |= self._deleted_since(since, [t for t in types if t != "Patient" and self._supports(t)])
-        entering = {pid for pid, ccs in conditions.items() if in_cohort(self.trial, ccs, gates)} if gates else set(changed)
+        entering = {pid for pid, ccs in conditions.items() if self.plan.admits(ccs)} if self.plan.gated else set(changed)
         return changed, entering
 
     def _deleted_since(self, since: str, types: list[str]) -> set[str]:
@@ -170,13 +177,21 @@ class RestSource:
             out.append(s)
         return out
 
-    def fetch(self, ids: list[str], progress: Callable[[int, int], None] | None = None) -> None:
-        types = sorted(needed_types(self.trial))
+    def _types(self) -> list[str]:
+        """The types the criteria read that the server supports (the others are noted once)."""
+        types = sorted(self.plan.types)
         for rtype in types:
-            if not self._supports(rtype):
-                self.notes.append(f"the server does not support {rtype}; criteria reading it will be unknown")
-        types = [t for t in types if self._supports(t)]
-        tasks = [s for batch in self._batches(ids) for s in self._searches(batch, types)]
+            note = f"the server does not support {rtype}; criteria reading it will be unknown"
+            if not self._supports(rtype) and note not in self.notes:
+                self.notes.append(note)
+        return [t for t in types if self._supports(t)]
+
+    def fetch(self, ids: list[str], progress: Callable[[int, int], None] | None = None) -> None:
+        types = self._types()
+        self._run([s for batch in self._batches(ids) for s in self._searches(batch, types)], progress)
+
+    def _run(self, tasks: list[Search], progress: Callable[[int, int], None] | None = None) -> None:
+        """Every search's resources into the record builder, ``workers`` at a time."""
         done = 0
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             for resources in pool.map(lambda s: list(self.client.search(s)), tasks):

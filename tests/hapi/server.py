@@ -3,7 +3,7 @@
 Command line (foreground, Ctrl-C / SIGTERM stops the JVM cleanly):
 
     python tests/hapi/server.py --port 8080 [--data-dir DIR] [--build-only]
-                                [--auth-token TOKEN] [--token-endpoint URL]
+                                [--auth-token TOKEN] [--token-endpoint URL] [--strict]
 
 Python API (stdlib only), e.g. for pytest fixtures:
 
@@ -19,6 +19,13 @@ token_endpoint="http://127.0.0.1:PORT/token")`` makes every request under /fhir/
 ``Authorization: Bearer <auth_token>`` (401 otherwise), except GET /fhir/metadata (so the readiness
 probe still works) and GET /fhir/.well-known/smart-configuration, which names token_endpoint. The
 token is never written to the terminal or the log.
+
+Strict mode (``start(port, strict=True)`` / ``--strict``): the server behaves like the hospital
+EHR endpoints that only allow patient-scoped access (Epic, Oracle Health): searches on clinical
+types need ``patient``/``subject``/``_id`` (Patient: ``_id`` or ``identifier``) and name at most
+one patient; type/system ``_history``, system-level and ``Patient/$export`` and type-level
+``$everything`` are refused (HTTP 400 + OperationOutcome); reads, paging, writes, searches on
+non-clinical types and ``Group/[id]/$export`` are allowed. restart() keeps it.
 
 The H2 database is always file-based: in ``data_dir`` when given, else in a private temporary
 directory that ``stop()`` deletes. So ``restart()`` keeps the data either way. The server log is
@@ -194,6 +201,7 @@ class HapiServer:
         java_opts: list[str],
         auth_token: str | None = None,
         token_endpoint: str | None = None,
+        strict: bool = False,
     ) -> None:
         self.port = port
         self.data_dir = data_dir
@@ -204,6 +212,7 @@ class HapiServer:
         self._java_opts = java_opts
         self._auth_token = auth_token
         self.token_endpoint = token_endpoint
+        self.strict = strict
         self._proc: subprocess.Popen[bytes] | None = None
         self._cds_tmp: Path | None = None
 
@@ -235,6 +244,8 @@ class HapiServer:
             _java(), *self._cds_args(), *self._java_opts, "-jar", str(JAR_PATH),
             "--port", str(self.port), "--data-dir", str(self.data_dir),
         ]
+        if self.strict:
+            cmd.append("--strict")
         shown = list(cmd)  # what the log gets: the token replaced by ***
         if self.token_endpoint is not None:
             cmd += ["--token-endpoint", self.token_endpoint]
@@ -361,6 +372,7 @@ def start(
     java_opts: list[str] | None = None,
     auth_token: str | None = None,
     token_endpoint: str | None = None,
+    strict: bool = False,
 ) -> HapiServer:
     """Build if needed, start the server on 127.0.0.1:port, wait until GET /fhir/metadata
     answers, and return the HapiServer. Raises HapiError (with the log tail) on failure.
@@ -369,6 +381,8 @@ def start(
     (401 + OperationOutcome otherwise), except GET /fhir/metadata and GET
     /fhir/.well-known/smart-configuration. token_endpoint: an absolute http(s) URL that
     GET /fhir/.well-known/smart-configuration advertises (404 without it). restart() keeps both.
+    strict: behave like Epic / Oracle Health (patient-scoped searches only, Group export only;
+    see the module docstring).
     ValueError for an empty/whitespace token or a token_endpoint that is not an http(s) URL.
     """
     _check_auth(auth_token, token_endpoint)
@@ -383,7 +397,7 @@ def start(
         java_opts = shlex.split(env_opts) if env_opts else list(DEFAULT_JAVA_OPTS)
     srv = HapiServer(
         port, ddir, own_dir=own, java_opts=java_opts, auth_token=auth_token,
-        token_endpoint=token_endpoint,
+        token_endpoint=token_endpoint, strict=strict,
     )
     try:
         srv._launch(timeout)
@@ -419,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         "--token-endpoint", metavar="URL",
         help="serve GET /fhir/.well-known/smart-configuration naming this token endpoint",
     )
+    ap.add_argument(
+        "--strict", action="store_true",
+        help="behave like Epic / Oracle Health: clinical searches must name one patient; "
+        "no system-level $export (Group export and reads allowed)",
+    )
     args = ap.parse_args(argv)
     try:
         _check_auth(args.auth_token, args.token_endpoint)
@@ -444,13 +463,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starting HAPI FHIR on {HOST}:{args.port} ...", flush=True)
         srv = start(
             args.port, data_dir=args.data_dir, timeout=args.timeout,
-            auth_token=args.auth_token, token_endpoint=args.token_endpoint,
+            auth_token=args.auth_token, token_endpoint=args.token_endpoint, strict=args.strict,
         )
     except HapiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"ready: {srv.base_url} (started in {srv.startup_seconds:.1f} s; log {srv.log_path})",
           flush=True)
+    if srv.strict:
+        print("strict: clinical searches must name one patient; system-level $export refused",
+              flush=True)
     if srv.auth_required or srv.token_endpoint:
         print("auth: "
               + ("bearer token required (except GET /metadata, /.well-known/smart-configuration)"

@@ -20,8 +20,11 @@ import java.util.EnumSet;
  * serves HAPI's RestfulServer at http://127.0.0.1:PORT/fhir.
  *
  * <pre>
- * java -jar hapi-test-server.jar --port 8080 [--data-dir DIR] [--auth-token TOKEN] [--token-endpoint URL]
+ * java -jar hapi-test-server.jar --port 8080 [--data-dir DIR] [--auth-token TOKEN] [--token-endpoint URL] [--strict]
  * </pre>
+ *
+ * With --strict (or -Dfhirmatcher.strict=true) the server behaves like Epic / Oracle Health
+ * endpoints: patient-scoped searches only, no system-level $export; see {@link StrictEhrInterceptor}.
  *
  * Without --data-dir the H2 database is in memory (lost on exit); with it, the database lives in
  * DIR/h2/ and survives a restart. System properties -Dhapi.test.port / -Dhapi.test.dataDir are
@@ -68,6 +71,8 @@ public final class HapiTestServer {
 			} else if (a.startsWith("--auth-token=")) {
 				authToken = a.substring("--auth-token=".length());
 				authFlag = true;
+			} else if (a.equals("--strict")) {
+				System.setProperty(ServerConfig.PROP_STRICT, "true");
 			} else if (a.equals("--token-endpoint") && i + 1 < args.length) {
 				tokenEndpoint = args[++i];
 				endpointFlag = true;
@@ -109,7 +114,8 @@ public final class HapiTestServer {
 			jdbcUrl = "jdbc:h2:mem:hapi;DB_CLOSE_DELAY=-1";
 		}
 		System.setProperty(ServerConfig.PROP_JDBC_URL, jdbcUrl);
-		ourLog.info("Starting HAPI FHIR test server on {}:{} with database {}", HOST, port, jdbcUrl);
+		ourLog.info("Starting HAPI FHIR test server on {}:{} with database {}{}", HOST, port, jdbcUrl,
+				Boolean.getBoolean(ServerConfig.PROP_STRICT) ? " (strict: patient-scoped searches only)" : "");
 
 		AnnotationConfigApplicationContext spring = new AnnotationConfigApplicationContext(ServerConfig.class);
 		RestfulServer restfulServer = spring.getBean(RestfulServer.class);

@@ -68,6 +68,7 @@ public class ServerConfig {
 
 	/** System properties set by {@link HapiTestServer#main}. */
 	static final String PROP_JDBC_URL = "hapi.test.jdbcUrl";
+	static final String PROP_STRICT = "fhirmatcher.strict";
 
 	static final String PROP_DEFAULT_PAGE_SIZE = "hapi.test.defaultPageSize";
 	static final String PROP_MAX_PAGE_SIZE = "hapi.test.maxPageSize";
@@ -216,6 +217,10 @@ public class ServerConfig {
 		pagingProvider.setMaximumPageSize(intProp(PROP_MAX_PAGE_SIZE, 1000));
 		server.setPagingProvider(pagingProvider);
 
+		if (Boolean.getBoolean(PROP_STRICT)) {
+			// Behave like Epic / Oracle Health: patient-scoped searches only, Group export only.
+			server.registerInterceptor(new StrictEhrInterceptor());
+		}
 		server.setServerAddressStrategy(new IncomingRequestAddressStrategy());
 		server.setDefaultPrettyPrint(false);
 		return server;
