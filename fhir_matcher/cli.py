@@ -244,6 +244,8 @@ def _transport(args: argparse.Namespace, config: dict, base_url: str, scope: str
 def _trials(args: argparse.Namespace, config: dict) -> list:
     """--trial (repeatable) and --trials DIR, else [trial] path (one or a list) and dir."""
     paths, folder = getattr(args, "trial", None), getattr(args, "trials", None)
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     if not paths and not folder:
         section = config.get("trial", {})
         configured = section.get("path") or section.get("paths")
@@ -417,8 +419,10 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     missing = [name for name, v in (("--server", server), ("--state", state_path), ("--out", out)) if not v]
     if missing:
         raise UserError(f"nightly needs {', '.join(missing)} (as flags or in --config)")
-    trial = load_trial(setting(args, config, "trial", "trial", "path"))
-    apply_windows(trial, config.get("windows", {}))
+    trials = _trials(args, config)
+    if len(trials) > 1:
+        raise UserError(f"nightly keeps one trial per state file: {len(trials)} trials given; schedule one nightly per trial, each with its own --state")
+    trial = trials[0]
     as_of = args.as_of or date.today()
     tx = _tx_matcher(args, config, trial, server)
     client = FhirClient(server, _transport(args, config, server, default_scope(needed_types(trial), write=True)))
