@@ -156,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
     m.add_argument("--out", required=True, type=Path, help="the searchset Bundle to write (JSON)")
     m.add_argument("--config", type=Path, default=None, help="TOML settings ([server], [auth], [trial]); flags override it")
+    _list_options(m)
     _server_options(m)
     _verbosity(m)
 
@@ -243,6 +244,8 @@ def _transport(args: argparse.Namespace, config: dict, base_url: str, scope: str
 def _trials(args: argparse.Namespace, config: dict) -> list:
     """--trial (repeatable) and --trials DIR, else [trial] path (one or a list) and dir."""
     paths, folder = getattr(args, "trial", None), getattr(args, "trials", None)
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     if not paths and not folder:
         section = config.get("trial", {})
         configured = section.get("path") or section.get("paths")
@@ -356,9 +359,15 @@ def cmd_match(args: argparse.Namespace) -> int:
     as_of = args.as_of or date.today()
     trials = _trials(args, config)
     patient = args.patient if args.patient.startswith("Patient/") else f"Patient/{args.patient}"
+    if (args.group or args.patients) and not is_url(args.source):
+        raise UserError("--group and --patients name patient lists on a FHIR server; --source is not a URL")
     if is_url(args.source):
         types = set().union(*(needed_types(t) for t in trials))
         transport = _transport(args, config, args.source, default_scope(types, write=False))
+        if args.group or args.patients:  # the patient must be on the list (a research registry, a panel)
+            listed = resolve_patient_list(FhirClient(args.source, transport), group=args.group, patients_file=args.patients)
+            if listed is not None and patient.split("/", 1)[1] not in listed.ids:
+                raise UserError(f"{patient} is not a member of {listed.origin}")
         record, problems = match_record_server(args.source, patient, types, transport)
         cost = transport.cost
     else:
@@ -410,8 +419,10 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     missing = [name for name, v in (("--server", server), ("--state", state_path), ("--out", out)) if not v]
     if missing:
         raise UserError(f"nightly needs {', '.join(missing)} (as flags or in --config)")
-    trial = load_trial(setting(args, config, "trial", "trial", "path"))
-    apply_windows(trial, config.get("windows", {}))
+    trials = _trials(args, config)
+    if len(trials) > 1:
+        raise UserError(f"nightly keeps one trial per state file: {len(trials)} trials given; schedule one nightly per trial, each with its own --state")
+    trial = trials[0]
     as_of = args.as_of or date.today()
     tx = _tx_matcher(args, config, trial, server)
     client = FhirClient(server, _transport(args, config, server, default_scope(needed_types(trial), write=True)))

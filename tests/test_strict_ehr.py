@@ -234,3 +234,26 @@ def test_nights_on_the_strict_server_equal_the_open_server(servers, tmp_path):
     assert all(x["statuses"]["candidate"] < sum(1 for r in first.values() if r["status"] == "candidate") for x in s.values())
     s = night(START + timedelta(days=35), members)
     assert all(x["mode"] == "incremental" and x["re_evaluated"] < len(members) for x in s.values())
+
+
+# ---------------------------------------------------------------- match
+
+
+def test_match_on_a_patient_scoped_server_equals_the_open_server(servers, tmp_path, capsys):
+    """match reads only patient-scoped searches: it works on the strict server unchanged, and
+    with --group it first checks that the patient is on the list."""
+    open_base, strict_base = servers
+    put_group([open_base, strict_base], FIRST_MEMBERS)
+    patient = f"Patient/{FIRST_MEMBERS[0]}"
+    answers = {}
+    for name, base, extra in (("open", open_base, []), ("strict", strict_base, ["--group", GROUP])):
+        out = tmp_path / f"{name}.json"
+        assert main(["match", "--patient", patient, "--source", base, "--as-of", START.isoformat(), "--out", str(out), "-q", *extra]) == 0
+        bundle = json.loads(out.read_text(encoding="utf-8"))
+        answers[name] = [(e["resource"]["status"], [x for x in e["resource"].get("extension", []) if x["url"].endswith("screening-criterion")])
+                         for e in bundle["entry"] if e["search"]["mode"] == "match"]
+    assert answers["strict"] == answers["open"]
+    outsider = f"Patient/{PREFIX}demo-02"  # not on the list
+    assert main(["match", "--patient", outsider, "--source", strict_base, "--as-of", START.isoformat(),
+                 "--out", str(tmp_path / "x.json"), "-q", "--group", GROUP]) == 2
+    assert f"{outsider} is not a member of Group/{GROUP}" in capsys.readouterr().err
