@@ -29,13 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fhir_matcher.engine.cohort import needed_types  # noqa: E402
-from fhir_matcher.engine.evaluate import evaluate  # noqa: E402
+from fhir_matcher.criteria.cohort import needed_types  # noqa: E402
+from fhir_matcher.criteria.evaluate import evaluate  # noqa: E402
 from fhir_matcher.rest.client import FhirClient  # noqa: E402
 from fhir_matcher.rest.query import Search  # noqa: E402
 from fhir_matcher.rest.transport import Transport  # noqa: E402
 from fhir_matcher.screen import screen_server  # noqa: E402
-from fhir_matcher.sources.record import RecordBuilder  # noqa: E402
+from fhir_matcher.record import RecordBuilder  # noqa: E402
 from fhir_matcher.trial import load_trial  # noqa: E402
 
 AS_OF = date(2026, 11, 24)

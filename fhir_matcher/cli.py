@@ -20,7 +20,7 @@ from .outputs.files import write_outputs, write_private, write_run_json
 from .outputs.match import match_bundle, match_reason
 from .outputs.portfolio import write_portfolio
 from .outputs.terminal import Progress, summary_text
-from .engine.cohort import needed_types
+from .criteria.cohort import needed_types
 from .rest.auth import AuthError, default_scope
 from .rest.auth import from_config as auth_from_config
 from .rest.client import FhirClient, FhirError

@@ -12,8 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .engine.cohort import cohort_valuesets, in_cohort, needed_types, read_plan
-from .engine.evaluate import STATUSES, PatientResult, evaluate
+from .criteria.cohort import cohort_valuesets, in_cohort, needed_types, read_plan
+from .criteria.evaluate import STATUSES, PatientResult, evaluate
 from .rest.capability import Capabilities, export_refused
 from .rest.client import FhirClient
 from .rest.transport import Cost, Transport
@@ -22,7 +22,7 @@ from .sources.files import FileSource
 from .plan import MEDICATION_TYPES
 from .rest.query import Search
 from .sources.patients import PatientListSource, resolve_patient_list
-from .sources.record import PatientRecord, RecordBuilder
+from .record import PatientRecord, RecordBuilder
 from .sources.rest import RestSource
 from .trial import Trial
 
@@ -247,7 +247,7 @@ def match_patient(record: PatientRecord, trials: list[Trial], as_of: date) -> li
 def screen_with_spark(source: str, trial: Trial, as_of: date, master: str | None = None, spark: Any = None) -> Screening:
     """The Spark engine (``--engine spark``): same rules, same outputs."""
     try:
-        from .engines.spark import screen_spark
+        from .runners.spark import screen_spark
     except ImportError as e:
         raise ValueError("the spark engine needs PySpark: pip install 'fhir-matcher[spark]'") from e
     if is_url(source) and source.split("://", 1)[0] in ("http", "https"):

@@ -6,8 +6,8 @@ import itertools
 from datetime import date
 from typing import Any
 
-from fhir_matcher.engine.evaluate import evaluate
-from fhir_matcher.sources.record import RecordBuilder
+from fhir_matcher.criteria.evaluate import evaluate
+from fhir_matcher.record import RecordBuilder
 
 SCT = "http://snomed.info/sct"
 LOINC = "http://loinc.org"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from builders import LOINC, SCT, cc, condition, obs, patient
 from fhir_matcher.cli import main
-from fhir_matcher.engine.evaluate import evaluate
+from fhir_matcher.criteria.evaluate import evaluate
 from fhir_matcher.fhirjson import parse_date
 from fhir_matcher.normalize.units import QuantitySpec, UnitError, UnitSystem
 from fhir_matcher.sources.files import FileSource

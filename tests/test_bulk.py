@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_matcher.engine.cohort import read_plan
+from fhir_matcher.criteria.cohort import read_plan
 import responses
 
 from fhir_matcher.cli import main

@@ -8,8 +8,8 @@ import pytest
 
 from builders import SCT, cc, condition, med, patient
 from fhir_matcher.cli import main
-from fhir_matcher.engine.context import Outcome
-from fhir_matcher.engine.evaluate import PatientResult
+from fhir_matcher.criteria.context import Outcome
+from fhir_matcher.criteria.evaluate import PatientResult
 from fhir_matcher.outputs.report import csv_cell, report_csv
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

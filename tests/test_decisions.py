@@ -396,7 +396,7 @@ def test_a_412_is_read_again_and_decided_again(trial):
     """The FHIR status for a stale If-Match (412) takes the same path as HAPI's 409."""
     import responses
 
-    from fhir_matcher.engine.evaluate import PatientResult
+    from fhir_matcher.criteria.evaluate import PatientResult
     from fhir_matcher.nightly.decisions import parse_subject
     from fhir_matcher.outputs.subjects import SUBJECT_SYSTEM
     from fhir_matcher.outputs.writeback import SubjectWrite, WriteBack
@@ -468,8 +468,8 @@ def test_a_state_file_from_before_decisions_is_migrated(tmp_path):
 
 def test_who_owns_a_status(trial):
     """The matcher's three statuses on its own subjects; everything else is a person's."""
-    from fhir_matcher.engine.context import Outcome
-    from fhir_matcher.engine.evaluate import PatientResult
+    from fhir_matcher.criteria.context import Outcome
+    from fhir_matcher.criteria.evaluate import PatientResult
     from fhir_matcher.nightly.decisions import contradiction, decision_of, parse_subject
     from fhir_matcher.outputs.subjects import SUBJECT_SYSTEM
 
@@ -501,8 +501,8 @@ def test_who_owns_a_status(trial):
 def test_review_evidence_falls_back_to_text_when_a_reference_is_refused(trial):
     import responses
 
-    from fhir_matcher.engine.context import Outcome
-    from fhir_matcher.engine.evaluate import PatientResult
+    from fhir_matcher.criteria.context import Outcome
+    from fhir_matcher.criteria.evaluate import PatientResult
     from fhir_matcher.nightly.decisions import contradiction, parse_subject
     from fhir_matcher.outputs.reviews import Reviews
     from fhir_matcher.outputs.subjects import SUBJECT_SYSTEM

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from builders import LOINC, SCT, UCUM, cc, condition, med, obs, patient, procedure, run
-from fhir_matcher.engine.kinds.logic import MANUAL
+from fhir_matcher.criteria.kinds.logic import MANUAL
 from fhir_matcher.trial import TrialError, load_trial
 
 ATC = "http://www.whocc.no/atc"

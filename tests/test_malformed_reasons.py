@@ -6,7 +6,7 @@ Each case was an exception inside a kind before (or silently counted as absent).
 import pytest
 
 from builders import RXNORM, SCT, cc, med, obs, patient, run
-from fhir_matcher.engine.evaluate import strict_kinds
+from fhir_matcher.criteria.evaluate import strict_kinds
 
 PRED = cc(RXNORM, "8640", "prednisone")
 

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from fhir_matcher.engine.evaluate import evaluate, strict_kinds
-from fhir_matcher.engine.kinds import resource_types
+from fhir_matcher.criteria.evaluate import evaluate, strict_kinds
+from fhir_matcher.criteria.kinds import resource_types
 from fhir_matcher.fhirjson import normalize_reference, subject_reference
 from fhir_matcher.sources.files import FileSource, parse_file
 from fhir_matcher.trial import load_trial

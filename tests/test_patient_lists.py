@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from fhir_matcher.engine.cohort import read_plan
+from fhir_matcher.criteria.cohort import read_plan
 import responses
 
 from fhir_matcher.cli import main

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builders import patient, record
-from fhir_matcher.engine.evaluate import evaluate
+from fhir_matcher.criteria.evaluate import evaluate
 from fhir_matcher.sources.files import read_records
 
 DEMO = Path(__file__).resolve().parent.parent / "bundles" / "demo"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fhir_matcher.engine.cohort import read_plan
+from fhir_matcher.criteria.cohort import read_plan
 import requests
 import responses
 
@@ -193,7 +193,7 @@ def test_truncated_page_is_read_again():
 
 @responses.activate
 def test_write_back_refusal_names_the_servers_reason(trial):
-    from fhir_matcher.engine.evaluate import PatientResult
+    from fhir_matcher.criteria.evaluate import PatientResult
     from fhir_matcher.outputs.writeback import WriteBack
 
     responses.post(BASE, status=422, json={"resourceType": "OperationOutcome", "issue": [

@@ -15,7 +15,7 @@ AS_OF = date(2026, 11, 24)
 
 @pytest.fixture(scope="module")
 def spark():
-    from fhir_matcher.engines.spark import spark_session
+    from fhir_matcher.runners.spark import spark_session
 
     session = spark_session("local[2]", "fhir-matcher-tests")
     yield session

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from builders import ICD10, SCT, cc, condition, obs, patient, record
 
-from fhir_matcher.engine.evaluate import evaluate
+from fhir_matcher.criteria.evaluate import evaluate
 from fhir_matcher.trial import TrialError, load_trial
 
 SECOND_TRIAL = """

@@ -1,6 +1,6 @@
 from datetime import date
 
-from fhir_matcher.engine.windows import Window, add_months, add_years
+from fhir_matcher.criteria.windows import Window, add_months, add_years
 from fhir_matcher.fhirjson import parse_date
 
 

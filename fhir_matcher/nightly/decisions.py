@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, PatientResult, deciding
+from ..criteria.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, PatientResult, deciding
 from ..fhirjson import Json, as_dict, as_list, as_str, normalize_reference
 from ..trial import Trial
 

@@ -26,8 +26,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from ..engine.cohort import read_plan
-from ..engine.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
+from ..criteria.cohort import read_plan
+from ..criteria.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
 from ..outputs.files import write_outputs, write_run_json
 from ..outputs.reviews import Reviews, ServerTask, review_identifier
 from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, subject_reason, version_check

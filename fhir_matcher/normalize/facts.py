@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any, Callable
 
 from ..fhirjson import DateSpan, Json, as_dict, as_list, as_number, as_str, codings, concept_label, parse_date, ref_of
-from ..sources.record import PatientRecord
+from ..record import PatientRecord
 
 OBSERVATION_STATUSES = {"final", "amended", "corrected"}
 ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from ..engine.evaluate import PatientResult
+from ..criteria.evaluate import PatientResult
 from ..trial import Trial
 from .report import report_csv, report_html
 from .subjects import subjects_bundle

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from fhir.resources.R4B.bundle import Bundle
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, PatientResult, deciding, still_to_do
+from ..criteria.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, PatientResult, deciding, still_to_do
 from ..trial import Trial
 from .subjects import _urn, research_study, subject_json
 

@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, still_to_do
+from ..criteria.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, still_to_do
 from .files import prepare_dir, write_outputs, write_private, write_run_json
 
 _STYLE = """

@@ -10,7 +10,7 @@ from datetime import date
 from html import escape
 from typing import Any, Sequence
 
-from ..engine.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, PatientResult, deciding, still_to_do, to_obtain, washouts_due
+from ..criteria.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, STATUSES, PatientResult, deciding, still_to_do, to_obtain, washouts_due
 from ..trial import Trial
 
 

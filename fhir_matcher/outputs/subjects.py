@@ -16,7 +16,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.researchstudy import ResearchStudy
 from fhir.resources.R4B.researchsubject import ResearchSubject
 
-from ..engine.evaluate import INELIGIBLE, PatientResult
+from ..criteria.evaluate import INELIGIBLE, PatientResult
 from ..trial import Trial
 
 SUBJECT_SYSTEM = "https://fhir-matcher.org/fhir/research-subject"

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Sequence, TextIO
 
-from ..engine.evaluate import STATUSES, PatientResult
+from ..criteria.evaluate import STATUSES, PatientResult
 from ..trial import Trial
 from .report import ineligibility_reasons
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 from pydantic import ValidationError
 
-from ..engine.evaluate import INELIGIBLE, PatientResult, deciding, still_to_do
+from ..criteria.evaluate import INELIGIBLE, PatientResult, deciding, still_to_do
 from ..fhirjson import Json, as_dict, as_list, as_str, normalize_reference
 from ..nightly.decisions import ServerSubject, parse_subject
 from ..rest.client import FhirClient, FhirError

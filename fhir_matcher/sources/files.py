@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import orjson
 
 from ..fhirjson import as_str, bundle_entries, normalize_reference, subject_reference
-from .record import PatientRecord, RecordBuilder
+from ..record import PatientRecord, RecordBuilder
 
 SUFFIXES = (".json", ".ndjson")
 BOM = b"\xef\xbb\xbf"

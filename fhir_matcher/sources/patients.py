@@ -36,7 +36,7 @@ from ..rest.capability import is_refusal
 from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
 from ..plan import MEDICATION_TYPES, ReadPlan
-from .record import PatientRecord
+from ..record import PatientRecord
 from .rest import RestSource
 
 log = logging.getLogger("fhir_matcher")

@@ -28,7 +28,7 @@ from ..rest.capability import Capabilities, is_refusal, search_refused
 from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
 from ..plan import MEDICATION_TYPES, ReadPlan
-from .record import PatientRecord, RecordBuilder
+from ..record import PatientRecord, RecordBuilder
 
 log = logging.getLogger("fhir_matcher")
 

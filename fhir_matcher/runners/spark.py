@@ -27,10 +27,10 @@ from typing import Iterator
 
 import orjson
 
-from ..engine.cohort import cohort_valuesets, in_cohort
-from ..engine.evaluate import PatientResult, evaluate
+from ..criteria.cohort import cohort_valuesets, in_cohort
+from ..criteria.evaluate import PatientResult, evaluate
 from ..sources.files import FileSource, input_files
-from ..sources.record import RecordBuilder
+from ..record import RecordBuilder
 from ..trial import Trial, load_trial
 
 RESULT_SCHEMA = "patient string, status string, result string, problems string"

@@ -8,8 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ..fhirjson import Json, as_list, as_str, normalize_reference, ref_of, subject_reference
-from .checks import check_resource
+from .fhirjson import Json, as_list, as_str, normalize_reference, ref_of, subject_reference
+from .record_checks import check_resource
 
 log = logging.getLogger("fhir_matcher")
 _SALT = secrets.token_bytes(16)  # per run: a patient in a log line cannot be looked up

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..fhirjson import Json, as_number, parse_date
+from .fhirjson import Json, as_number, parse_date
 
 _COMPARATORS = {"<", "<=", ">=", ">"}
 

@@ -10,7 +10,7 @@ from typing import Any
 from ..fhirjson import as_str
 from ..normalize import facts
 from ..normalize.units import UnitSystem
-from ..sources.record import PatientRecord
+from ..record import PatientRecord
 from ..terminology.valuesets import Match
 from ..trial import Trial
 

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any, Iterator
 
 from ..normalize.units import UnitSystem, default_units
-from ..sources.record import PatientRecord
+from ..record import PatientRecord
 from ..trial import EXCLUSION, INCLUSION, Trial
 from .context import Context, Outcome
 from .kinds import MET, NOT_MET, UNKNOWN, run
