@@ -374,6 +374,12 @@ def test_condition_recency(site_trial, onset, expected):
     assert res(site_trial, "exc-stroke", condition(STROKE, onset=onset)) == expected
 
 
+def test_a_month_that_straddles_the_window_start_is_unknown(site_trial):
+    assert res(site_trial, "exc-stroke", condition(STROKE, onset="2026-05")) == "unknown"  # 1-31 May; window from 24 May
+    assert res(site_trial, "exc-stroke", condition(STROKE, onset="2026-06")) == "met"
+    assert res(site_trial, "exc-stroke", condition(STROKE, onset="2026-04")) == "not-met"
+
+
 def test_recency_falls_back_to_recorded_date(site_trial):
     c = condition(STROKE, onset=None)
     c["recordedDate"] = "2026-10-01"
@@ -391,6 +397,8 @@ def test_pregnancy_applies_to_females_only(site_trial):
     o = outcome(site_trial, "exc-pregnancy", patient(gender="male"), preg)
     assert o.result == "not-met" and "female" in o.reason
     assert res(site_trial, "exc-pregnancy", patient(gender=None), preg) == "met"  # unknown sex: evaluated
+    assert res(site_trial, "exc-pregnancy", patient(gender="unknown"), preg) == "met"  # FHIR's "unknown": the same
+    assert res(site_trial, "exc-pregnancy", patient(gender="other"), preg) == "not-met"
 
 
 def test_procedure_status_filter_and_met_note(site_trial):

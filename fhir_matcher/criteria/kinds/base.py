@@ -34,7 +34,7 @@ def run(c: Criterion, ctx: Context) -> Outcome:
     if applies:
         sexes = [applies["sex"]] if isinstance(applies["sex"], str) else list(applies["sex"])
         sex = ctx.gender
-        if sex and sex not in sexes:
+        if sex and sex != "unknown" and sex not in sexes:  # FHIR's "unknown" is no recorded sex
             return Outcome(c.params.get("otherwise", NOT_MET), f"applies to {' or '.join(sexes)} patients only; this patient is {sex}")
     outcome = KIND_FUNCTIONS[c.kind](c, ctx)
     note = c.params.get("met_note")

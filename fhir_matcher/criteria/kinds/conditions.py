@@ -19,6 +19,7 @@ def condition(c: Criterion, ctx: Context) -> Outcome:
     window = window_of(c, ctx)  # by onset, else recorded date; undated = unknown
     hits: list[tuple[Any, Match]] = []
     undated: list[Any] = []
+    straddling: list[Any] = []
     skipped_inactive = skipped_old = skipped_outside = 0
     recent = Window.before(ctx.as_of, days=int(max_age)) if max_age is not None else None
     for f in ctx.conditions:
@@ -42,6 +43,9 @@ def condition(c: Criterion, ctx: Context) -> Outcome:
             if f.day.hi < window.start:
                 skipped_outside += 1
                 continue
+            if f.day.lo < window.start:  # a month or year that straddles the window's start
+                straddling.append(f)
+                continue
         hits.append((f, matches[0]))
     if hits:
         f, m = hits[0]
@@ -57,6 +61,9 @@ def condition(c: Criterion, ctx: Context) -> Outcome:
     if skipped_outside and window is not None:
         notes.append(f"{skipped_outside} before {window.describe()}")
     tail = f" ({'; '.join(notes)} ignored)" if notes else ""
+    if straddling:
+        f = straddling[0]
+        return Outcome(UNKNOWN, f"{f.label} dated {f.day}: may fall before or inside {window.describe()}{tail}", [x.ref for x in straddling])
     if undated:
         return Outcome(UNKNOWN, f"{undated[0].label} recorded without a date: cannot tell if in {window.describe()}{tail}", [f.ref for f in undated])
     possible = as_list(c.params.get("possible_valuesets", []))
