@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__, synth
-from .config import ConfigError, apply_windows, apply_windows_all, load_config, setting
+from .config import ConfigError, apply_windows_all, load_config, setting
 from .nightly.job import run_night
 from .nightly.state import State, StateError, StateLocked
 from .outputs.files import write_outputs, write_private, write_run_json
@@ -39,9 +39,8 @@ from .screen import (
     screen_server_many,
     screen_with_spark,
 )
-from .trial import TrialError, default_trial_path, load_trial, load_trials
-from .trial_check import check_trial
-from .trial_export import trial_bundle
+from .trial import TrialError, default_trial_path, load_trials
+from . import trial_commands
 from .terminology import commands as valuesets_commands
 from .sources.patients import resolve_patient_list
 
@@ -145,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--tx", default=None, metavar="URL", help="terminology server: codes no expansion lists are checked there (or [terminology] url)")
     _server_options(n)
     _verbosity(n)
-    _trial_parser(sub)
+    trial_commands.add_parser(sub, _exit_epilog(0, 1, 2, 130))
 
     m = sub.add_parser("match", help="one patient against every trial: which trials could this patient join?",
                        epilog=_exit_epilog(0, 1, 2, 3, 130), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,49 +163,6 @@ def _parser() -> argparse.ArgumentParser:
     vp = sub.choices["valuesets"]
     vp.epilog, vp.formatter_class = _exit_epilog(0, 1, 2, 130), argparse.RawDescriptionHelpFormatter
     return p
-
-
-def _trial_parser(sub: argparse._SubParsersAction) -> None:
-    raw = argparse.RawDescriptionHelpFormatter
-    t = sub.add_parser("trial", help="check a trial definition, or export it as FHIR R4", epilog=_exit_epilog(0, 1, 2, 130), formatter_class=raw)
-    tsub = t.add_subparsers(dest="trial_command", required=True, metavar="ACTION")
-    c = tsub.add_parser("check", help="load a trial and its value sets; list criteria, value sets and every problem (exit 1 if any)")
-    c.add_argument("path", type=Path, nargs="?", default=None, metavar="PATH", help=f"trial definition TOML (default: {default_trial_path().name})")
-    c.add_argument("--strict", action="store_true", help="also fail on names shared by value sets of different criteria")
-    c.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-    e = tsub.add_parser("export", help="write the trial as FHIR R4: ResearchStudy, enrollment Group, value sets (a collection Bundle)")
-    e.add_argument("path", type=Path, nargs="?", default=None, metavar="PATH", help=f"trial definition TOML (default: {default_trial_path().name})")
-    e.add_argument("--out", required=True, type=Path, help="the Bundle file to write (JSON)")
-
-
-def cmd_trial(args: argparse.Namespace) -> int:
-    if args.trial_command == "check":
-        report = check_trial(args.path)
-        if not args.quiet:
-            print("\n".join(report.lines))
-            if report.notes:
-                print(f"\nNames shared by value sets of different criteria ({len(report.notes)}; a concept may rightly be in both):")
-                print("\n".join(f"  {n}" for n in report.notes))
-        problems = report.problems + ([f"{args.path or default_trial_path()}: {n}" for n in report.notes] if args.strict else [])
-        for line in problems:
-            print(f"problem: {line}", file=sys.stderr)
-        if problems:
-            print(f"{len(problems)} problem(s) found", file=sys.stderr)
-            return 1
-        if not args.quiet:
-            print("\nOK: no problems found")
-        return 0
-    trial = load_trial(args.path)
-    bundle = trial_bundle(trial)
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"{args.out}: cannot write ({err.strerror or err})") from None
-    groups = sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Group")
-    chars = sum(len(e["resource"].get("characteristic", [])) for e in bundle["entry"] if e["resource"]["resourceType"] == "Group")
-    print(f"Wrote {args.out}: ResearchStudy, {groups} Group with {chars} characteristics, {len(bundle['entry']) - 2} value sets")
-    return 0
 
 
 def _list_options(p: argparse.ArgumentParser) -> None:
@@ -478,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
-        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": cmd_trial, "match": cmd_match,
+        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": trial_commands.run, "match": cmd_match,
                 "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport)}[args.command](args)
     except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)

@@ -6,11 +6,10 @@ registers its kinds; ``run`` evaluates any criterion or rule.
 
 from __future__ import annotations
 
+from ...plan import MEDICATION_TYPES
 from ...trial import Criterion
 from . import conditions, demographics, labs, logic, medications  # noqa: F401  (register the kinds)
 from .base import KIND_FUNCTIONS, MANUAL, MET, NOT_MET, UNKNOWN, run
-
-MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 
 __all__ = ["KIND_FUNCTIONS", "MANUAL", "MET", "NOT_MET", "UNKNOWN", "MEDICATION_TYPES", "run", "resource_types"]
 
