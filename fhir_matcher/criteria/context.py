@@ -44,6 +44,7 @@ class Context:
         self.units = units
         self.boundaries: set[date] = set()
         self._matches: dict[int, tuple[Any, list[Match]]] = {}
+        self._asked: dict[tuple[int, tuple[str, ...]], tuple[Any, list[Match]]] = {}
 
     def watch(self, *days: date | None) -> None:
         """Dates on which a criterion's result may change with time alone (record them all)."""
@@ -106,7 +107,11 @@ class Context:
         wanted = (valuesets,) if isinstance(valuesets, str) else tuple(valuesets)
         if not any(m.concept.valueset in wanted for m in self.match_all(concept)):
             return []  # the common case, answered from the per-concept cache
-        return self.trial.valuesets.match(concept, wanted)
+        key = (id(concept), wanted)
+        cached = self._asked.get(key)
+        if cached is None or cached[0] is not concept:  # criteria ask the same question per rule
+            cached = self._asked[key] = (concept, self.trial.valuesets.match(concept, wanted))
+        return cached[1]
 
     def systemic(self, use: facts.MedicationUse) -> bool:
         """False for inhaled, topical and other local routes (by route, else by dose form)."""

@@ -437,14 +437,17 @@ class PatientListSource(RestSource):
                 log.info("Group export refused (%s); reading changes patient by patient", e)
                 return self._changes_by_search(since, sorted(self.members))
             for file in input_files(Path(folder)):
-                for _where, r in parse_file(file, lambda where, reason: None):
-                    if isinstance(r, dict):
-                        pid = self._patient_id(r)
-                        if pid:
-                            changed.add(pid)
-                            if r.get("resourceType") == "Condition" and isinstance(r.get("code"), dict):
-                                conditions.setdefault(pid, []).append(r["code"])
+                self._note_changes((r for _where, r in parse_file(file, lambda where, reason: None) if isinstance(r, dict)), changed, conditions)
         return changed, conditions
+
+    def _note_changes(self, resources: Iterable[Json], changed: set[str], conditions: dict[str, list[Json]]) -> None:
+        """The patients these changed resources belong to, and their changed Condition codes."""
+        for r in resources:
+            pid = self._patient_id(r)
+            if pid:
+                changed.add(pid)
+                if r.get("resourceType") == "Condition" and isinstance(r.get("code"), dict):
+                    conditions.setdefault(pid, []).append(r["code"])
 
     def _changes_by_search(self, since: str, ids: list[str]) -> tuple[set[str], dict[str, list[Json]]]:
         changed: set[str] = set()
@@ -466,11 +469,6 @@ class PatientListSource(RestSource):
         if self._supports("Condition"):
             tasks += [search("Condition", batch) for batch in self._batches(outside)]
         for resources in self._search_all(tasks):
-            for r in resources:
-                pid = self._patient_id(r)
-                if pid:
-                    changed.add(pid)
-                    if r.get("resourceType") == "Condition" and isinstance(r.get("code"), dict):
-                        conditions.setdefault(pid, []).append(r["code"])
+            self._note_changes(resources, changed, conditions)
         return changed, conditions
 

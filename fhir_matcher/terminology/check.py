@@ -33,8 +33,22 @@ from .valuesets import DESIGNATION_USE, EXCLUDE_NAME, normalize_system, normaliz
 
 ERROR, NOTE = "error", "note"
 
-# Names valuesets/README.md forbids outright (too general to mean one concept).
-AMBIGUOUS_NAMES = {"lupus", "孕", "hiv", "aids", "dm", "bilirubin"}
+
+
+def ambiguous_names() -> set[str]:
+    """Names valuesets/README.md forbids outright (too general to mean one concept): data in
+    valuesets/ambiguous-names.txt, one per line, beside the value sets it guards."""
+    from ..trial import bundled_valuesets_dir
+
+    path = bundled_valuesets_dir() / "ambiguous-names.txt"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return set()
+    return {normalize_text(line) for line in lines if line.strip() and not line.startswith("#")}
+
+
+_AMBIGUOUS = ambiguous_names()
 
 
 @dataclass(frozen=True)
@@ -61,7 +75,7 @@ def _is_cjk(ch: str) -> bool:
 def name_problem(name: str) -> str | None:
     """Why a name is too short or too general to be a text name (valuesets/README.md rule 5)."""
     norm = normalize_text(name)
-    if norm in AMBIGUOUS_NAMES:
+    if norm in _AMBIGUOUS:
         return "is one of the names the README forbids (too general)"
     if not norm:
         return "is empty"
