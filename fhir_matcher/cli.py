@@ -392,7 +392,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                 if patients is not None:
                     patients.poll_max = args.bulk_poll_max
                 report = run_night(client, trials, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),
-                                   patients=patients)
+                                   patients=patients, terminology=next((tx.tx.base for tx in txs.values() if tx), ""))
             except (FhirError, TransportError, OSError) as e:
                 state.record_failure(started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), as_of=as_of, error=str(e))
                 raise UserError(f"nightly run failed, nothing recorded as done (the next run redoes it): {e}") from None
