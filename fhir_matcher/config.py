@@ -48,6 +48,7 @@ KNOWN = {
     "windows": None,
     "output": {"dir", "state"},
     "terminology": {"url", "auth"},  # a terminology server; [terminology.auth] takes the [auth] settings
+    "web": {"host", "port", "insecure_cookies", "session_idle_minutes", "session_max_hours", "secret_file", "secret_env", "public_url"},  # serve
 }
 
 
