@@ -168,7 +168,7 @@ def test_stale_page_is_never_written_over(night, app_url):
     assert r.status_code == 200 and "changed by someone else" in r.text
     assert subject_on_server(night["base"], pid)["status"] == "screening"  # not overwritten
     with State(night["state"], lock=False) as st:
-        assert not [a for a in st.audit(trial_id=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
+        assert not [a for a in st.audit(trial=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
 
 
 def test_browser_review_to_eligible(night, app_url):
@@ -223,7 +223,7 @@ def test_browser_review_to_eligible(night, app_url):
     subject = subject_on_server(night["base"], pid)
     assert subject["status"] == "eligible"
     with State(night["state"], lock=False) as st:
-        entries = [a for a in st.audit(trial_id=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
+        entries = [a for a in st.audit(trial=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
     status = [a for a in entries if a.field == "status"]
     assert len(status) == 1 and status[0].actor == "alice" and status[0].after == "eligible"
     assert status[0].before in ("candidate", "potential-candidate") and status[0].why == "all criteria checked with the investigator"

@@ -123,7 +123,7 @@ def worklist(state: State, info: TrialInfo) -> list[Row]:
     patients = state.patients(tid)
     decisions = state.decisions(tid)
     open_reviews = {r.patient for r in state.reviews(tid, open_only=True)}
-    checks = manual_checks([a for a in state.audit(trial_id=tid) if a.field.startswith("manual:")])
+    checks = manual_checks([a for a in state.audit(trial=tid) if a.field.startswith("manual:")])
     trial = info.trial
     last = info.last_as_of
     rows = []
