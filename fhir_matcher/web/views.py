@@ -142,7 +142,8 @@ def _patient_context(w: Web, state: State, info: TrialInfo, key: str, user: dict
     return {"info": info, "p": p, "key": key, "pid": key.split("/", 1)[1], "person": patient_label(resolver.resource(key)),
             "rows": rows, "decision": decision, "reviews": reviews, "history": history, "others": others, "subject": subject,
             "choices": choices(current) if trial and not problem else [], "next": NEXT.get(current), "needs_reason": NEEDS_REASON,
-            "problem": problem, "manual_open": [r for r in rows if r["manual"] and not r["check"]]}
+            "problem": problem, "manual_open": [r for r in rows if r["manual"] and not r["check"]],
+            "to_obtain": [r for r in rows if r["result"] == "unknown" and not (r["manual"] or r["washout"])]}
 
 
 @require_user()
