@@ -27,9 +27,9 @@ from ..trial import Trial
 # The statuses a coordinator sets here, in the order of the enrolment path (R4 codes).
 CHOICES = ("eligible", "screening", "pending-on-study", "on-study", "not-registered")
 LABELS = {
-    "candidate": "Candidate (matcher)",
-    "potential-candidate": "Potential candidate (matcher)",
-    "ineligible": "Ineligible (matcher)",
+    "candidate": "Candidate",
+    "potential-candidate": "Potential candidate",
+    "ineligible": "Ineligible",
     "eligible": "Eligible",
     "screening": "Screening",
     "pending-on-study": "Pending on-study",
