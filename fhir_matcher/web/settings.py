@@ -18,6 +18,7 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,6 +51,8 @@ class WebSettings:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     public_url: str | None = None  # the URL users reach it at (behind a proxy), for redirects that must be absolute
     oidc: dict[str, Any] | None = None  # [oidc] table: the sign-in provider (the SMART/OIDC module reads it)
+    smart: dict[str, Any] | None = None  # [smart] table: the SMART App Launch client (smart.py)
+    as_of: date | None = None  # the date live evaluations (/smart/patient) are made on; None: today (tests pin it)
     client_factory: Callable[[], Any] | None = field(default=None, repr=False)  # builds the FhirClient (tests may replace it)
 
     def __post_init__(self) -> None:
@@ -99,5 +102,5 @@ def from_args(args: Any, config: dict[str, Any]) -> WebSettings:
         kwargs["secret_key"] = secret
     return WebSettings(
         server=str(server), state=Path(state), config=config, host=str(host), port=port, insecure_cookies=insecure,
-        session_idle=idle, session_max=absolute, public_url=web.get("public_url"), oidc=config.get("oidc") or None, **kwargs,
+        session_idle=idle, session_max=absolute, public_url=web.get("public_url"), oidc=config.get("oidc") or None, smart=config.get("smart") or None, **kwargs,
     )
