@@ -160,6 +160,19 @@ def test_forged_token_is_refused(night, app_url):
     r = s.post(f"{app_url}/trials/{trial_id}/patients/{pid}/decision", data={**fields, "csrf": other_token, "status": "eligible"}, allow_redirects=False)
     assert r.status_code == 403
     assert subject_on_server(night["base"], pid)["status"] in ("candidate", "potential-candidate")
+    # Not registered needs a reason: refused without one (nothing written), recorded with it.
+    r = s.post(f"{app_url}/trials/{trial_id}/patients/{pid}/decision", data={**fields, "status": "not-registered", "reason": " "})
+    assert "a reason is needed" in r.text
+    assert subject_on_server(night["base"], pid)["status"] in ("candidate", "potential-candidate")
+    r = s.post(f"{app_url}/trials/{trial_id}/patients/{pid}/decision", data={**fields, "status": "not-registered", "reason": "declined: lives abroad"})
+    assert "Saved: not-registered" in r.text
+    subject = subject_on_server(night["base"], pid)
+    assert subject["status"] == "not-registered"
+    assert any("declined: lives abroad" in e.get("valueString", "") for e in subject.get("extension", []))
+    with State(night["state"], lock=False) as st:
+        assert st.decisions(trial_id)[f"Patient/{pid}"].status == "not-registered"  # the worklist shows it before the next night
+        last = st.audit(trial=trial_id, patient=f"Patient/{pid}")[-1]
+    assert (last.actor, last.source, last.after, last.why) == ("alice", "web", "not-registered", "declined: lives abroad")
 
 
 def test_stale_page_is_never_written_over(night, app_url):
