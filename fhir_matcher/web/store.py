@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from ..criteria.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL
 from ..nightly.state import AuditEntry, Decision, State, StateError
-from ..trial import Trial, TrialError, load_trial
+from ..trial import Trial, TrialError, default_trial_path, load_trial
 
 log = logging.getLogger("fhir_matcher")
 
@@ -90,6 +90,18 @@ class TrialInfo:
     problem: str | None = None
 
 
+def _bundled(trial_id: str) -> Trial | None:
+    """The bundled trial with this id, if there is one."""
+    for path in sorted(default_trial_path().parent.glob("*.toml")):
+        try:
+            trial = load_trial(path)
+        except TrialError:
+            continue
+        if trial.id == trial_id:
+            return trial
+    return None
+
+
 class Trials:
     """Trial definitions by id, loaded once per path and digest (a changed file is reloaded)."""
 
@@ -104,8 +116,12 @@ class Trials:
                 try:
                     self._loaded[key] = (load_trial(Path(row.path)), None)
                 except (TrialError, OSError) as e:
-                    log.warning("trial %s: definition not readable (%s); pages show criterion ids only", row.id, e)
-                    self._loaded[key] = (None, f"the trial definition {row.path} cannot be read")
+                    bundled = _bundled(row.id)  # a relative path from the nightly's folder, or a moved file
+                    if bundled is not None:
+                        self._loaded[key] = (bundled, None)
+                    else:
+                        log.warning("trial %s: definition not readable (%s); pages show criterion ids only", row.id, e)
+                        self._loaded[key] = (None, f"the trial definition {row.path} cannot be read: criteria are shown by id")
             trial, problem = self._loaded[key]
         last = row.last_as_of.isoformat() if isinstance(row.last_as_of, date) else row.last_as_of
         return TrialInfo(row.id, row.title or (trial.title if trial else row.id), last, trial, problem)

@@ -124,7 +124,8 @@ def _patient_context(w: Web, state: State, info: TrialInfo, key: str, user: dict
         resolver.read([key, *refs])
     except (FhirError, TransportError) as e:
         problem = _server_problem(e)
-    order = [(c.id, c) for c in trial.criteria] if trial else [(cid, None) for cid in criteria]
+    order = [(c.id, c) for c in trial.criteria if c.id in criteria] if trial else []
+    order += [(cid, None) for cid in criteria if not any(cid == o[0] for o in order)]  # whatever the definition no longer names
     for cid, c in order:
         o = criteria.get(cid, {})
         rows.append({"id": cid, "title": c.title if c else cid, "type": c.type if c else "", "protocol": c.protocol if c else "",
