@@ -157,3 +157,33 @@ def test_roles_and_tokens_guard_every_post(state):
     for r in routes:
         assert coord.post(r, data={"status": "eligible"}).status_code == 403  # no token
         assert coord.post(r, data={"csrf": "forged", "status": "eligible"}).status_code == 403
+
+
+def test_serve_command_runs_the_app(state, tmp_path):
+    """`fhir-matcher serve` as a user starts it: a process on a loopback port, the sign-in page, no patient ids in its output."""
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from hapi.server import free_port
+
+    port = free_port()
+    config = tmp_path / "matcher.toml"
+    config.write_text(f'[server]\nurl = "http://127.0.0.1:9/fhir"\n[output]\nstate = "{state}"\n[web]\nport = {port}\ninsecure_cookies = true\n', encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "fhir_matcher", "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/login", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        assert r.status_code == 200 and "Sign in" in r.text and r.headers.get("server") is None
+        assert requests.get(f"http://127.0.0.1:{port}/trials/x/patients/secret-id", allow_redirects=False, timeout=5).status_code == 303
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"127.0.0.1:{port}" in out and "secret-id" not in out  # no access log of URLs at the default level

@@ -24,6 +24,9 @@ from fhir_matcher.web.settings import WebSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "bundles" / "demo"
+DEMO_HF = ROOT / "bundles" / "demo-hf"
+CART, HF = "cd19-baff-car-t", "hf-reduced-ef-dapagliflozin"
+BOTH = "wb-demo-03"  # a CAR-T demo patient given heart failure too
 TRIALS = ROOT / "fhir_matcher" / "trials"
 START = date(2026, 11, 24)
 TAG = "https://fhir-matcher.org/fhir/test-run|web"
@@ -39,13 +42,19 @@ def night(hapi, tmp_path_factory):
     from fhir_matcher.rest.client import FhirClient
     from fhir_matcher.rest.loader import Loader
 
-    report = Loader(FhirClient(hapi.base_url), tag=TAG, id_prefix=PREFIX).load([DEMO])
+    report = Loader(FhirClient(hapi.base_url), tag=TAG, id_prefix=PREFIX).load([DEMO, DEMO_HF])
     assert not report.rejected
+    # One CAR-T demo patient with heart failure too: in both trials' worklists.
+    system, code = TAG.split("|")
+    both = {"resourceType": "Condition", "id": f"{BOTH}-hf", "meta": {"tag": [{"system": system, "code": code}]}, "subject": {"reference": f"Patient/{BOTH}"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "84114007", "display": "Heart failure"}]}, "onsetDateTime": "2025-01-10"}
+    assert requests.put(f"{hapi.base_url}/Condition/{both['id']}", json=both, headers={"Content-Type": "application/fhir+json"}, timeout=30).status_code in (200, 201)
     time.sleep(1.1)
     folder = tmp_path_factory.mktemp("web")
     state = folder / "state.sqlite"
     args = ["nightly", "--server", hapi.base_url, "--state", str(state), "--out", str(folder / "out"), "--as-of", START.isoformat(),
-            "--tag", TAG, "-q"]
+            "--trial", str(TRIALS / "cd19-baff-car-t.toml"), "--trial", str(TRIALS / "hf-reduced-ef.toml"), "--tag", TAG, "-q"]
     assert main(args) in (0, 3)
     pw = folder / "pw.txt"
     pw.write_text(PASSWORD + "\n", encoding="utf-8")
@@ -77,10 +86,11 @@ def app_url(night):
 def shortlist(night) -> tuple[str, list[str]]:
     """(trial id, the trial's shortlisted patient ids, candidates first)."""
     with State(night["state"], lock=False) as s:
-        trial_id = next(iter(s.trials()))
+        assert set(s.trials()) == {CART, HF}
+        trial_id = CART
         patients = s.patients(trial_id)
     order = {"candidate": 0, "potential-candidate": 1}
-    ids = sorted((p for p, ps in patients.items() if ps.status in order), key=lambda p: (order[patients[p].status], p))
+    ids = sorted((p for p, ps in patients.items() if ps.status in order and p != f"Patient/{BOTH}"), key=lambda p: (order[patients[p].status], p))
     assert len(ids) >= 4, "the demo should give a few (potential) candidates"
     return trial_id, [p.split("/", 1)[1] for p in ids]
 
@@ -150,6 +160,19 @@ def test_forged_token_is_refused(night, app_url):
     r = s.post(f"{app_url}/trials/{trial_id}/patients/{pid}/decision", data={**fields, "csrf": other_token, "status": "eligible"}, allow_redirects=False)
     assert r.status_code == 403
     assert subject_on_server(night["base"], pid)["status"] in ("candidate", "potential-candidate")
+    # Not registered needs a reason: refused without one (nothing written), recorded with it.
+    r = s.post(f"{app_url}/trials/{trial_id}/patients/{pid}/decision", data={**fields, "status": "not-registered", "reason": " "})
+    assert "a reason is needed" in r.text
+    assert subject_on_server(night["base"], pid)["status"] in ("candidate", "potential-candidate")
+    r = s.post(f"{app_url}/trials/{trial_id}/patients/{pid}/decision", data={**fields, "status": "not-registered", "reason": "declined: lives abroad"})
+    assert "Saved: not-registered" in r.text
+    subject = subject_on_server(night["base"], pid)
+    assert subject["status"] == "not-registered"
+    assert any("declined: lives abroad" in e.get("valueString", "") for e in subject.get("extension", []))
+    with State(night["state"], lock=False) as st:
+        assert st.decisions(trial_id)[f"Patient/{pid}"].status == "not-registered"  # the worklist shows it before the next night
+        last = st.audit(trial=trial_id, patient=f"Patient/{pid}")[-1]
+    assert (last.actor, last.source, last.after, last.why) == ("alice", "web", "not-registered", "declined: lives abroad")
 
 
 def test_stale_page_is_never_written_over(night, app_url):
@@ -168,7 +191,7 @@ def test_stale_page_is_never_written_over(night, app_url):
     assert r.status_code == 200 and "changed by someone else" in r.text
     assert subject_on_server(night["base"], pid)["status"] == "screening"  # not overwritten
     with State(night["state"], lock=False) as st:
-        assert not [a for a in st.audit(trial_id=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
+        assert not [a for a in st.audit(trial=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
 
 
 def test_browser_review_to_eligible(night, app_url):
@@ -205,7 +228,7 @@ def test_browser_review_to_eligible(night, app_url):
             for i in range(n):
                 page.locator("li.check:not(.check-confirmed)").first.get_by_role("button", name=re.compile("^Confirm: ")).click()
                 page.wait_for_load_state()
-            assert page.get_by_role("button", name=re.compile("^Confirm: ")).count() == n  # still offered (a check can be redone)
+            assert page.locator("details.redo").count() == n  # a check can be changed later, folded away
             assert page.locator(".check-confirmed").count() == n
             page.get_by_label("Reason or note").fill("all criteria checked with the investigator")
             page.get_by_role("button", name="Eligible", exact=True).click()
@@ -223,7 +246,7 @@ def test_browser_review_to_eligible(night, app_url):
     subject = subject_on_server(night["base"], pid)
     assert subject["status"] == "eligible"
     with State(night["state"], lock=False) as st:
-        entries = [a for a in st.audit(trial_id=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
+        entries = [a for a in st.audit(trial=trial_id, patient=f"Patient/{pid}") if a.source == "web"]
     status = [a for a in entries if a.field == "status"]
     assert len(status) == 1 and status[0].actor == "alice" and status[0].after == "eligible"
     assert status[0].before in ("candidate", "potential-candidate") and status[0].why == "all criteria checked with the investigator"
@@ -231,3 +254,23 @@ def test_browser_review_to_eligible(night, app_url):
     # The next night respects it: the subject stays eligible.
     assert main([*night["args"][:-1], "--out", str(night["folder"] / "out2"), "-q"]) in (0, 3)
     assert subject_on_server(night["base"], pid)["status"] == "eligible"
+
+
+def test_patient_in_every_trial(night, app_url):
+    """/patients/<id> (where a SMART launch lands) and the patient page's "other trials"."""
+    s, _ = session(app_url, "victor")
+    with State(night["state"], lock=False) as st:
+        everywhere = st.patient_everywhere(f"Patient/{BOTH}")
+    assert set(everywhere) == {CART, HF}
+    page = s.get(f"{app_url}/patients/{BOTH}").text
+    for tid, ps in everywhere.items():
+        assert f'href="/trials/{tid}/patients/{BOTH}"' in page
+    hf_status = everywhere[HF].status
+    other = s.get(f"{app_url}/trials/{CART}/patients/{BOTH}").text
+    section = other[other.index('id="others"'):other.index('id="history"')]
+    assert f'href="/trials/{HF}/patients/{BOTH}"' in section and f"pill-{hf_status}" in section
+    # A patient of neither trial: said plainly, nothing invented.
+    nobody = s.get(f"{app_url}/patients/no-such-patient")
+    assert nobody.status_code == 200 and "not on the FHIR server" in nobody.text
+    with State(night["state"], lock=False) as st:
+        assert ("victor", f"Patient/{BOTH}", None, "view") in [r[1:] for r in st.access_log(user="victor")]

@@ -117,35 +117,74 @@ def _iso(d: Any) -> str | None:
     return d.isoformat() if isinstance(d, date) else str(d)
 
 
+def _manual_audit(state: State, trial: str) -> list[AuditEntry]:
+    """The trial's checklist answers only (the audit log also holds every status change)."""
+    rows = state.db.execute("SELECT at, patient, subject, actor, source, before, after, why, field, trial FROM audit "
+                            "WHERE trial = ? AND field LIKE 'manual:%' ORDER BY id", (trial,))
+    return [AuditEntry(*r) for r in rows]
+
+
+_cache: dict[tuple[str, str], tuple[int, Any]] = {}  # (state file, trial) -> (last run id, results)
+_cache_lock = threading.Lock()
+
+
+def _results(state: State, tid: str) -> tuple[list[tuple[str, str, str | None, str | None]], dict[str, list[tuple[str, str]]]]:
+    """(patient, status, first seen, changed) rows and each patient's open criteria.
+
+    Only a night changes these rows (every night adds a row to ``runs``), so they are read
+    once per night and trial, not per page.
+    """
+    db = state.db
+    run = db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0]
+    key = (str(state.path), tid)
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit and hit[0] == run:
+        return hit[1]
+    open_items: dict[str, list[tuple[str, str]]] = {}
+    for patient, cid, result in db.execute(
+        "SELECT p.patient, j.key, json_extract(j.value, '$.result') FROM patients p, json_each(p.result, '$.criteria') j "
+        "WHERE p.trial = ? AND json_extract(j.value, '$.result') IN (?, ?)", (tid, UNKNOWN, MANUAL)):
+        open_items.setdefault(patient, []).append((cid, result))
+    base = db.execute("SELECT patient, status, first_seen_on, changed_on FROM patients WHERE trial = ?", (tid,)).fetchall()
+    with _cache_lock:
+        _cache[key] = (run, (base, open_items))
+    return base, open_items
+
+
 def worklist(state: State, info: TrialInfo) -> list[Row]:
-    """Every patient of the trial with what a coordinator needs to sort and pick them."""
+    """Every patient of the trial with what a coordinator needs to sort and pick them.
+
+    Reads only what the list shows: SQLite's JSON functions pick the criteria still open
+    (unknown or manual) out of each stored result, so a trial of thousands of patients does
+    not decode every result in Python.
+    """
     tid = info.id
-    patients = state.patients(tid)
     decisions = state.decisions(tid)
     open_reviews = {r.patient for r in state.reviews(tid, open_only=True)}
-    checks = manual_checks([a for a in state.audit(trial_id=tid) if a.field.startswith("manual:")])
+    checks = manual_checks(_manual_audit(state, tid))
     trial = info.trial
+    manual_ids = {c.id for c in trial.criteria if c.manual} if trial else set()
+    washout_ids = {c.id for c in trial.criteria if c.washout} if trial else set()
+    order = {c.id: i for i, c in enumerate(trial.criteria)} if trial else {}
+    base, open_items = _results(state, tid)
     last = info.last_as_of
     rows = []
-    for key, p in patients.items():
+    for key, status, first, changed in base:
         d = decisions.get(key)
-        criteria = p.result.get("criteria", {})
         mine = checks.get(key, {})
         needs, manual_open, rejected = [], [], []
-        order = [c.id for c in trial.criteria] if trial else sorted(criteria)
-        for cid in order:
-            c = criteria.get(cid) or {}
-            manual = (c.get("result") == MANUAL) or bool(trial and trial.criterion(cid).manual)
-            if manual:
-                check = mine.get(cid)
-                if check is None:
-                    manual_open.append(cid)
-                elif check.verdict == "rejected":
-                    rejected.append(cid)
-            elif c.get("result") == UNKNOWN and not (trial and trial.criterion(cid).washout):
-                needs.append(cid)
-        first, changed = _iso(getattr(p, "first_seen_on", None)), _iso(getattr(p, "changed_on", None))
-        rows.append(Row(key, key.split("/", 1)[1], p.status, d.status if d else None, d.decided_on if d else None, key in open_reviews,
+        items = open_items.get(key, [])
+        manual_here = {cid for cid, result in items if result == MANUAL} | manual_ids
+        for cid in sorted(manual_here, key=lambda c: (order.get(c, len(order)), c)):
+            check = mine.get(cid)
+            if check is None:
+                manual_open.append(cid)
+            elif check.verdict == "rejected":
+                rejected.append(cid)
+        needs = sorted((cid for cid, result in items if result == UNKNOWN and cid not in manual_here and cid not in washout_ids),
+                       key=lambda c: (order.get(c, len(order)), c))
+        rows.append(Row(key, key.split("/", 1)[1], status, d.status if d else None, d.decided_on if d else None, key in open_reviews,
                         bool(last and (first == last or changed == last)), changed or first, needs, manual_open, rejected))
     return rows
 

@@ -84,10 +84,10 @@ def authenticate(db: sqlite3.Connection, name: str, password: str) -> User | Non
     """The user when the name and password match an enabled account, else None (never says which was wrong)."""
     row = db.execute("SELECT password_hash, disabled FROM users WHERE name = ?", (name,)).fetchone()
     try:
-        _hasher.verify(row[0] if row else _DUMMY, password)
+        _hasher.verify(row[0] if row and row[0] else _DUMMY, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
-    if row is None or row[1]:
+    if row is None or row[1] or not row[0]:  # disabled, or an account that signs in through OIDC only
         return None
     if _hasher.check_needs_rehash(row[0]):
         db.execute("UPDATE users SET password_hash = ? WHERE name = ?", (_hasher.hash(password), name))

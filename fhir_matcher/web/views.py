@@ -94,18 +94,19 @@ def trial_worklist(request: Request) -> Response:
 
 
 def _patient_context(w: Web, state: State, info: TrialInfo, key: str, user: dict[str, Any]) -> dict[str, Any]:
-    p = state.patients(info.id).get(key)
+    everywhere = state.patient_everywhere(key)  # one query, not every patient of the trial
+    p = everywhere.get(info.id)
     if p is None:
         raise HTTPException(404, f"{key} is not in the worklist of {info.id}.")
     decision = state.decisions(info.id).get(key)
     reviews = [r for r in state.reviews(info.id, open_only=True) if r.patient == key]
-    history = state.audit(trial_id=info.id, patient=key)
+    history = state.audit(trial=info.id, patient=key)
     checks = manual_checks(history).get(key, {})
     others = []
     for tid, row in state.trials().items():
         if tid == info.id:
             continue
-        op = state.patients(tid).get(key)
+        op = everywhere.get(tid)
         od = state.decisions(tid).get(key)
         if op or od:
             others.append({"id": tid, "title": row.title, "status": od.status if od else op.status, "by_person": bool(od)})
@@ -141,7 +142,8 @@ def _patient_context(w: Web, state: State, info: TrialInfo, key: str, user: dict
     return {"info": info, "p": p, "key": key, "pid": key.split("/", 1)[1], "person": patient_label(resolver.resource(key)),
             "rows": rows, "decision": decision, "reviews": reviews, "history": history, "others": others, "subject": subject,
             "choices": choices(current) if trial and not problem else [], "next": NEXT.get(current), "needs_reason": NEEDS_REASON,
-            "problem": problem, "manual_open": [r for r in rows if r["manual"] and not r["check"]]}
+            "problem": problem, "manual_open": [r for r in rows if r["manual"] and not r["check"]],
+            "to_obtain": [r for r in rows if r["result"] == "unknown" and not (r["manual"] or r["washout"])]}
 
 
 @require_user()
@@ -162,9 +164,10 @@ def patient_everywhere(request: Request) -> Response:
     key = _patient_key(request.path_params["patient_id"])
     items = []
     with _state(w) as state:
+        everywhere = state.patient_everywhere(key)
         for tid, row in state.trials().items():
             info = w.trials.info(row)
-            p = state.patients(tid).get(key)
+            p = everywhere.get(tid)
             d = state.decisions(tid).get(key)
             review = any(r.patient == key for r in state.reviews(tid, open_only=True))
             items.append({"info": info, "p": p, "decision": d, "review": review})
@@ -198,12 +201,12 @@ def manual_check(request: Request) -> Response:
         info = _trial(w, state, tid)
         if info.trial is None or not any(c.id == cid and c.manual for c in info.trial.criteria):
             raise HTTPException(400, f"{cid or '(none)'} is not a manual criterion of {tid}.")
-        if key not in state.patients(tid):
+        if tid not in state.patient_everywhere(key):
             raise HTTPException(404, f"{key} is not in the worklist of {tid}.")
         if verdict == "rejected" and not note:
             request.session["flash"] = {"kind": "error", "text": f"Say why {cid} is rejected (a note is needed)."}
             return RedirectResponse(_back(tid, pid) + f"#manual-{cid}", status_code=303)
-        before = manual_checks(state.audit(trial_id=tid, patient=key)).get(key, {}).get(cid)
+        before = manual_checks(state.audit(trial=tid, patient=key)).get(key, {}).get(cid)
         record_check(state, tid, key, cid, verdict, request.state.user["name"], note, before.verdict if before else None)
         state.record_access(request.state.user["name"], key, tid, f"manual:{cid}")
     request.session["flash"] = {"kind": "ok", "text": f"{cid}: {verdict}."}
@@ -225,7 +228,7 @@ def decide(request: Request) -> Response:
         info = _trial(w, state, tid)
         if info.trial is None:
             raise HTTPException(409, info.problem or "The trial definition cannot be read.")
-        if key not in state.patients(tid):
+        if tid not in state.patient_everywhere(key):
             raise HTTPException(404, f"{key} is not in the worklist of {tid}.")
         try:
             study = w.studies.get(tid) or study_ref(w.client, info.trial)
