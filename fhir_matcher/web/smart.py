@@ -131,7 +131,7 @@ class SmartApp:
         if not iss or not launch:
             return refused(request, "an EHR launch needs iss and launch parameters (open the app from the EHR, or use /smart/login)")
         if not same_base(iss, self.settings.server):
-            return refused(request, f"the EHR launched this app for the FHIR server {iss}, but it is set up for "
+            return refused(request, f"the EHR launched this app for the FHIR server {iss[:200]}, but it is set up for "
                                     f"{self.settings.server} (serve --server): only that server's launches are accepted", 403)
         return self.begin(request, self.settings.server, launch)
 
