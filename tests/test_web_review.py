@@ -115,6 +115,13 @@ def form_fields(html: str, action_end: str) -> dict[str, str]:
     return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
 
 
+def unlabelled(page) -> list[str]:
+    """Form controls a screen reader could not name (no <label for>, no aria-label)."""
+    return page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+        .map(e => e.outerHTML)""")
+
+
 def test_unsigned_requests_see_no_patient(night, app_url):
     trial_id, ids = shortlist(night)
     pid = ids[0]
@@ -207,9 +214,14 @@ def test_browser_review_to_eligible(night, app_url):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"{app_url}/trials/{trial_id}")
             assert "/login" in page.url  # not signed in: the sign-in page, the worklist after it
-            page.get_by_label("User name").fill("alice")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            # The keyboard alone: the user name has the focus, Tab to the password, Enter signs in.
+            page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")
+            page.keyboard.type("alice")
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "password"
+            page.keyboard.type(PASSWORD)
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"**/trials/{trial_id}")
             assert page.url.endswith(f"/trials/{trial_id}")
             assert page.get_by_role("navigation", name="Which patients").is_visible()
             page.screenshot(path=str(SHOTS / "worklist-1280.png"), full_page=True)
@@ -226,12 +238,15 @@ def test_browser_review_to_eligible(night, app_url):
             n = confirms.count()
             assert n > 0
             for i in range(n):
-                page.locator("li.check:not(.check-confirmed)").first.get_by_role("button", name=re.compile("^Confirm: ")).click()
-                page.wait_for_load_state()
+                with page.expect_navigation():
+                    page.locator("li.check:not(.check-confirmed)").first.get_by_role("button", name=re.compile("^Confirm: ")).click()
             assert page.locator("details.redo").count() == n  # a check can be changed later, folded away
             assert page.locator(".check-confirmed").count() == n
+            assert unlabelled(page) == []
             page.get_by_label("Reason or note").fill("all criteria checked with the investigator")
-            page.get_by_role("button", name="Eligible", exact=True).click()
+            page.get_by_role("button", name="Eligible", exact=True).focus()
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
             assert "Saved: eligible" in page.locator("#flash").inner_text()
             assert page.locator("#server-status").inner_text() == "Eligible"
             page.set_viewport_size({"width": 820, "height": 1180})

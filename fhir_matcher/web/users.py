@@ -36,7 +36,7 @@ class User:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name or ""):
+    if not NAME.fullmatch(name or ""):
         raise UserError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
     return name
 

@@ -4,6 +4,7 @@ the two forms that change something (a manual check, a decision)."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from ..nightly.state import State
 from ..rest.client import FhirError
+from ..rest.query import Search
 from ..rest.transport import TransportError
 from .app import Web, web
 from .decide import CHOICES, NEEDS_REASON, NEXT, DecisionError, Stale, choices, shown_subject, study_ref, subjects_of, write_decision
@@ -31,8 +33,11 @@ def _trial(w: Web, state: State, trial_id: str) -> TrialInfo:
     return w.trials.info(row)
 
 
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id
+
+
 def _patient_key(pid: str) -> str:
-    if not pid or "/" in pid or len(pid) > 64:
+    if not FHIR_ID.fullmatch(pid or ""):
         raise HTTPException(404, "No such patient.")
     return f"Patient/{pid}"
 
@@ -82,8 +87,6 @@ def trial_worklist(request: Request) -> Response:
     problem = None
     if part:  # names for this page only: one search
         try:
-            from ..rest.query import Search
-
             for p in w.client.search(Search("Patient").where(_id=[r.id for r in part]).elements("name", "birthDate", "gender").count(PAGE)):
                 names[f"Patient/{p.get('id')}"] = patient_label(p)
         except (FhirError, TransportError) as e:
