@@ -96,7 +96,7 @@ def test_ehr_launch_opens_the_patient_with_every_trials_status(app, ehr, trials_
     assert s256(exchange["code_verifier"]) == authorize["code_challenge"]
     # the session: who, how, which patient; the access token is not in the cookie
     session = session_of(app)
-    assert session["user"]["name"] == f"{proxy.base}/Practitioner/coord-1"
+    assert session["user"]["name"] == "Practitioner/coord-1"  # fhirUser, relative to the FHIR base it is on
     assert (session["user"]["role"], session["user"]["via"]) == ("coordinator", "smart")
     assert session["smart"]["patient"] == f"{PREFIX}demo-07" and session["smart"]["iss"] == proxy.base
     token = auth.issued[-1]
@@ -109,7 +109,8 @@ def test_ehr_launch_opens_the_patient_with_every_trials_status(app, ehr, trials_
     for tid, status in want.items():
         row = re.search(rf'<tr id="trial-{tid}">(.*?)</tr>', page.text, re.S)
         assert row and f"pill-{status}\"" in row.group(1), (tid, status)
-        assert f'href="/trials/{tid}/patients/{PREFIX}demo-07"' in row.group(1)  # where the coordinator decides
+        assert "not in this trial's worklist" in row.group(1)  # no nightly state here: nothing to decide on yet
+    assert "inc-lymphocytes" in page.text and f"Observation/{PREFIX}demo-07-obs-1" in page.text  # criteria with evidence
     sent = proxy.bearer_requests(token)
     assert "/fhir/Patient" in sent and "/fhir/Observation" in sent and "/fhir/Condition" in sent
 

@@ -135,7 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
     with State(settings.state, lock=False) as state:  # fail now, not at the first page, on a bad file
         trials = state.trials()
         accounts = users.all_users(state.db)
-    if not accounts and not settings.oidc:
+    if not accounts and not settings.oidc and not settings.smart:  # SMART or OIDC users need no local account
         print("fhir-matcher: warning: no accounts yet; add one with: fhir-matcher user add NAME --role coordinator "
               f"--state {settings.state}", file=sys.stderr)
     app = create_app(settings)

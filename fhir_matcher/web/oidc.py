@@ -104,7 +104,7 @@ class OidcSignIn:
         state = q.get("state") or ""
         flow = FLOWS.pop(state) if mine and hmac.compare_digest(state.encode(), str(mine).encode()) else None
         if q.get("error"):
-            return refused(request, f"the provider answered {q.get('error')}: {q.get('error_description') or 'no description'}", 403)
+            return refused(request, f"the provider answered {q.get('error', '')[:60]}: {(q.get('error_description') or 'no description')[:300]}", 403)
         if flow is None or flow.get("kind") != "oidc":
             return refused(request, "this answer does not belong to a sign-in started in this browser, or it took more than "
                                     f"{FLOW_TTL // 60} minutes (state mismatch). Sign in again.")

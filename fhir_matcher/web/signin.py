@@ -66,6 +66,7 @@ def redirect_uri(request: Request, cfg: dict[str, Any], path: str) -> str:
 
 def refused(request: Request, message: str, status: int = 400) -> Response:
     """The page saying why a sign-in was refused. No session is created: the flow's keys are dropped."""
+    message = " ".join(message.split())  # one line: text from the provider cannot forge log lines
     for key in ("oidc_flow", "smart_flow"):
         request.session.pop(key, None)
     log.warning("sign-in refused: %s", message)  # messages name no patient and carry no token

@@ -47,6 +47,8 @@ from ..criteria.cohort import needed_types
 from ..rest.auth import BearerToken
 from ..rest.client import FhirError
 from ..rest.transport import Transport, TransportError
+from ..nightly.state import StateError
+from ..outputs.match import match_reason
 from ..screen import match_patient, match_record_server
 from ..trial import Trial, TrialError, load_trials
 from . import security
@@ -54,6 +56,7 @@ from .flows import FLOW_TTL, FLOWS, TOKENS, new_key
 from .idtoken import Provider, SignInError, get_json, http_session
 from .oidc import routes as oidc_routes
 from .signin import client_secret, redirect_uri, refused, table
+from .store import open_state
 
 log = logging.getLogger("fhir_matcher")
 KEYS = {"client_id", "client_secret_file", "client_secret_env", "redirect_uri", "scope", "role"}
@@ -128,7 +131,7 @@ class SmartApp:
         if not iss or not launch:
             return refused(request, "an EHR launch needs iss and launch parameters (open the app from the EHR, or use /smart/login)")
         if not same_base(iss, self.settings.server):
-            return refused(request, f"the EHR launched this app for the FHIR server {iss}, but it is set up for "
+            return refused(request, f"the EHR launched this app for the FHIR server {iss[:200]}, but it is set up for "
                                     f"{self.settings.server} (serve --server): only that server's launches are accepted", 403)
         return self.begin(request, self.settings.server, launch)
 
@@ -143,7 +146,7 @@ class SmartApp:
         state = q.get("state") or ""
         flow = FLOWS.pop(state) if mine and hmac.compare_digest(state.encode(), str(mine).encode()) else None
         if q.get("error"):
-            return refused(request, f"the authorization server answered {q.get('error')}: {q.get('error_description') or 'no description'}", 403)
+            return refused(request, f"the authorization server answered {q.get('error', '')[:60]}: {(q.get('error_description') or 'no description')[:300]}", 403)
         if flow is None or flow.get("kind") != "smart":
             return refused(request, "this answer does not belong to a launch started in this browser, or it took more than "
                                     f"{FLOW_TTL // 60} minutes (state mismatch). Launch the app again.")
@@ -170,7 +173,7 @@ class SmartApp:
         except SignInError as e:
             return refused(request, str(e), 403)
         expires = auth.expires_at.timestamp() if auth.expires_at else time.time() + 3600
-        security.sign_in(request, str(claims.get("fhirUser") or claims["sub"]), self.role, "smart")
+        security.sign_in(request, user_name(claims, flow["iss"]), self.role, "smart")
         key = new_key()
         TOKENS.put(key, {"access_token": auth.access_token, "iss": flow["iss"], "patient": patient}, max(0.0, expires - time.time()))
         request.session["smart"] = {"patient": patient, "iss": flow["iss"], "token_expires": int(expires), "key": key}
@@ -209,8 +212,27 @@ class SmartApp:
             return web.render(request, "error.html", status_code=404, code=404, message="The patient in context is not on the FHIR server.")
         outcomes = match_patient(record, self.trials, as_of)
         rank = {"candidate": 0, "potential-candidate": 1}
-        rows = sorted(outcomes, key=lambda o: (rank.get(o[1].status if o[1] else "", 2), o[0].id))
+        outcomes.sort(key=lambda o: (rank.get(o[1].status if o[1] else "", 2), o[0].id))
+        listed = self.worklists(patient)
+        rows = [{"trial": t, "result": r, "status": r.status if r else "ineligible", "why": match_reason(t, r) if r else note,
+                 "listed": t.id in listed} for t, r, note in outcomes]
         return web.render(request, "smart_patient.html", patient=token["patient"], as_of=as_of, rows=rows, problems=problems)
+
+    def worklists(self, patient: str) -> set[str]:
+        """The trials whose worklist (the nightly state) holds the patient: there a coordinator decides."""
+        try:
+            with open_state(self.settings.state) as state:
+                return {tid for tid in state.trials() if patient in state.patients(tid)}
+        except StateError:
+            return set()
+
+
+def user_name(claims: dict[str, Any], iss: str) -> str:
+    """Who signed in: ``fhirUser`` (relative to the FHIR base when it is on it: Practitioner/123), else ``sub``."""
+    user = str(claims.get("fhirUser") or "")
+    if user.lower().startswith(iss.rstrip("/").lower() + "/"):
+        user = user[len(iss.rstrip("/")) + 1:]
+    return user or str(claims["sub"])
 
 
 def _oauth_error(resp: requests.Response | None) -> str:
