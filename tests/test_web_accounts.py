@@ -187,3 +187,18 @@ def test_serve_command_runs_the_app(state, tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"127.0.0.1:{port}" in out and "secret-id" not in out  # no access log of URLs at the default level
+
+
+def test_password_guessing_is_slowed(state, monkeypatch):
+    clock = [2_000_000.0]
+    monkeypatch.setattr(security, "_now", lambda: clock[0])
+    c = client(state)
+    for _ in range(security.MAX_FAILURES):
+        assert sign_in(c, "alice", "wrong password!").status_code == 401
+    r = sign_in(c)  # the right password, but the account is held for a while
+    assert r.status_code == 429 and "Too many failed attempts" in r.text
+    assert sign_in(c, "victor").status_code == 303  # other accounts are not held
+    clock[0] += security.LOCKOUT + 1
+    assert sign_in(client(state)).status_code == 303
+    with State(state, lock=False) as s:
+        assert [r[1:] for r in s.access_log(user="alice")] == [("alice", None, None, "sign-in")]

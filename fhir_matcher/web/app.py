@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -57,6 +58,7 @@ class Web:
         self._lock = threading.Lock()
         self.trials = Trials()
         self.studies: dict[str, str] = {}  # trial id -> ResearchStudy/<id>
+        self.throttle = security.Throttle()
         env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"]))
         self.templates = Jinja2Templates(env=env)
         env.globals["status_label"] = lambda s: LABELS.get(s or "", s or "")
@@ -89,21 +91,33 @@ async def login_page(request: Request) -> Response:
     return web(request).render(request, "login.html", next=security.safe_next(request.query_params.get("next")), expired=expired, error=None)
 
 
+def _authenticate(w: Web, name: str, password: str) -> users.User | None:
+    try:
+        with open_state(w.settings.state) as state:
+            user = users.authenticate(state.db, name, password)
+            if user is not None:
+                state.record_access(user.name, None, None, "sign-in")
+            return user
+    except StateError as e:
+        log.error("sign-in: %s", e)
+        return None
+
+
 async def login_submit(request: Request) -> Response:
     form = await security.check_csrf(request)
     name, password = str(form.get("username") or "").strip(), str(form.get("password") or "")
     target = security.safe_next(str(form.get("next") or "/"))
     w = web(request)
-    user = None
-    if name and password:
-        try:
-            with open_state(w.settings.state) as state:
-                user = users.authenticate(state.db, name, password)
-        except StateError as e:
-            log.error("sign-in: %s", e)
+    if w.throttle.blocked(name):
+        log.warning("sign-in refused: too many failed attempts for one account")
+        return w.render(request, "login.html", status_code=429, next=target, expired=False,
+                        error=f"Too many failed attempts: wait {security.LOCKOUT // 60} minutes, or ask an administrator.")
+    user = await run_in_threadpool(_authenticate, w, name, password) if name and password else None  # Argon2 takes a while: not on the event loop
     if user is None:
+        w.throttle.failed(name)
         log.warning("sign-in refused")  # no user name in the log: it may be a password typed in the wrong field
         return w.render(request, "login.html", status_code=401, next=target, expired=False, error="Wrong user name or password, or the account is disabled.")
+    w.throttle.clear(name)
     security.sign_in(request, user.name, user.role, "local")
     return RedirectResponse(target, status_code=303)
 

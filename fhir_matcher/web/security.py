@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
+import threading
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
@@ -26,6 +27,39 @@ from starlette.responses import RedirectResponse, Response
 ROLES = ("viewer", "coordinator")
 VIAS = ("local", "oidc", "smart")
 _now = time.time  # the clock (tests move it)
+
+
+MAX_FAILURES, LOCKOUT = 5, 15 * 60  # failed sign-ins per account, and the window (seconds) they count in
+
+
+class Throttle:
+    """Failed local sign-ins per account name: after ``MAX_FAILURES`` within ``LOCKOUT`` seconds
+    the name is refused until the oldest failure ages out (slows password guessing; in memory,
+    per process)."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, name: str) -> list[float]:
+        now = _now()
+        recent = [t for t in self._failures.get(name.lower(), []) if now - t < LOCKOUT]
+        self._failures[name.lower()] = recent
+        return recent
+
+    def blocked(self, name: str) -> bool:
+        with self._lock:
+            return len(self._recent(name)) >= MAX_FAILURES
+
+    def failed(self, name: str) -> None:
+        with self._lock:
+            self._recent(name).append(_now())
+            if len(self._failures) > 10_000:  # names that never exist must not grow memory without end
+                self._failures = {k: v for k, v in self._failures.items() if v}
+
+    def clear(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(name.lower(), None)
 
 
 def csrf_token(request: Request) -> str:

@@ -77,6 +77,7 @@ def trial_worklist(request: Request) -> Response:
     with _state(w) as state:
         info = _trial(w, state, tid)
         rows = worklist(state, info)
+        state.record_access(request.state.user["name"], None, tid, "worklist")
     all_counts = counts(rows)
     shown = [r for r in rows if FILTERS[show][1](r) and (not needle or needle.lower() in r.id.lower())]
     shown.sort(key=SORTS[sort], reverse=(sort == "changed"))
