@@ -43,6 +43,7 @@ from .trial import TrialError, default_trial_path, load_trials
 from . import trial_commands
 from .terminology import commands as valuesets_commands
 from .sources.patients import resolve_patient_list
+from .web import commands as web_commands
 
 log = logging.getLogger("fhir_matcher")
 
@@ -163,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     valuesets_commands.add_parser(sub, _server_options, _verbosity)
     vp = sub.choices["valuesets"]
     vp.epilog, vp.formatter_class = _exit_epilog(0, 1, 2, 130), argparse.RawDescriptionHelpFormatter
+    web_commands.add_parsers(sub, _verbosity)
     return p
 
 
@@ -430,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
         return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": trial_commands.run, "match": cmd_match,
-                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport)}[args.command](args)
+                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport), **web_commands.COMMANDS}[args.command](args)
     except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2
