@@ -45,6 +45,10 @@ class Screening:
     cost: Cost = field(default_factory=Cost)
     duration_s: float = 0.0
 
+    @property
+    def evaluated(self) -> int:
+        return len(self.results)
+
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for r in self.results if r.status == s) for s in STATUSES}
 
