@@ -16,7 +16,7 @@ import shutil
 from collections import Counter
 from datetime import date
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Iterator, Sequence
 
 import orjson
 
@@ -67,6 +67,18 @@ def write_streamed(
     }
     tmp = {name: p.with_name(f".{p.name}.tmp") for name, p in paths.items()}
     sections = {name: scratch / f"{trial.id}.{name}.html" for name in ("glance", CANDIDATE, POTENTIAL, "inel")}
+    try:
+        _merge(trial, parts, tmp, sections)
+        _compose(tmp["html"], sections, trial, as_of, source, counts, first, evaluated, problems, outside)
+        for name, path in paths.items():
+            os.replace(tmp[name], path)
+    finally:
+        for path in [*sections.values(), *tmp.values()]:
+            path.unlink(missing_ok=True)  # after an error: no half-written file is left
+    return paths
+
+
+def _merge(trial: Trial, parts: Sequence[Path], tmp: dict[str, Path], sections: dict[str, Path]) -> None:
     files: dict[str, IO[bytes]] = {}
     try:
         files = {name: _private(tmp[name]) for name in ("screening", "subjects", "csv")}
@@ -88,7 +100,12 @@ def write_streamed(
     finally:
         for fh in files.values():
             fh.close()
-    with _private(tmp["html"]) as html:
+
+
+def _compose(target: Path, sections: dict[str, Path], trial: Trial, as_of: date, source: str, counts: Counter, first: Counter,
+             evaluated: int, problems: Sequence[str], outside: int) -> None:
+    """report.html: the head from the counts, then each section as the workers rendered it."""
+    with _private(target) as html:
         w = lambda text: html.write(text.encode())  # noqa: E731
         w("\n".join(head_lines(trial, as_of, source, counts, first, evaluated, outside, {}, None)) + "\n")
         shortlisted = counts.get(CANDIDATE, 0) + counts.get(POTENTIAL, 0)
@@ -101,11 +118,6 @@ def write_streamed(
         w(ineligible_header(evaluated - shortlisted) + "\n")
         _copy(sections["inel"], html)
         w("\n".join(tail_lines(problems)))
-    for path in sections.values():
-        path.unlink(missing_ok=True)
-    for name, path in paths.items():
-        os.replace(tmp[name], path)
-    return paths
 
 
 def _copy(path: Path, into: IO[bytes]) -> None:

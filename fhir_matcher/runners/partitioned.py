@@ -212,6 +212,7 @@ def screen_files_streamed(
     rename: Callable[[str], str] = lambda p: p,
     parts: int | None = None,
     chunk: int = CHUNK,
+    extra_problems: list[str] | None = None,
 ) -> PartitionedRun:
     """Screen files for one trial (outputs in ``out``) or several (``out``/<trial id>/).
 
@@ -237,7 +238,7 @@ def screen_files_streamed(
             _resolve_deferred(spill.path, nparts, splits)
             results = _run(pool, work.evaluate_partition, list(range(nparts)), progress[1])
         placed = sorted([p for s in splits for p in s.problems] + [p for r in results for p in r.problems], key=lambda p: p[:5])
-        problems = []
+        problems = list(extra_problems or [])
         for p in placed:
             text = rename(work.problem_text(p))
             log.warning("%s", rename(work.log_text(p)))
