@@ -58,6 +58,19 @@ def _tree(root: int) -> list[int]:
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float:
+    """User + system seconds of one process so far (its own, not its children's)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _memory(pids: list[int]) -> tuple[int, int]:
     """(sum of RSS, sum of PSS) in bytes."""
     rss = pss = 0
@@ -74,17 +87,22 @@ def _memory(pids: list[int]) -> tuple[int, int]:
     return rss, pss
 
 
-def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, int, str]:
-    """Wall time, CPU time (user + system, the whole tree), peak RSS and PSS of the tree, stdout."""
+def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float, int, int, str]:
+    """Wall time, CPU time (user + system of every process of the tree, sampled: worker
+    processes are children of a fork server, not of the command), peak RSS and PSS, stdout."""
     started = time.perf_counter()
     before = os.times()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=cwd)
     peak = [0, 0]
+    cpu_by_pid: dict[int, float] = {}
 
     def sample() -> None:
         while proc.poll() is None:
-            rss, pss = _memory(_tree(proc.pid))
+            pids = _tree(proc.pid)
+            rss, pss = _memory(pids)
             peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            for pid in pids[1:]:
+                cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), _cpu(pid))
             time.sleep(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -92,8 +110,9 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
     out, err = proc.communicate()
     wall = time.perf_counter() - started
     after = os.times()
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     t.join()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)  # the command itself
+    cpu += sum(cpu_by_pid.values())
     if proc.returncode not in (0, 3):
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-2000:]}")
     return wall, cpu, peak[0], peak[1], out.decode()
@@ -128,14 +147,16 @@ def main() -> None:
             "screen --processes 2": (screen + ["--processes", "2"], None),
         }
         if args.before:
-            commands["before (in memory)"] = ([sys.executable, "-m", "fhir_matcher", "screen", "--source", str(data), "--as-of", "2026-11-24",
-                                               "--out", str(work / "out-before"), "-q"], {"PYTHONPATH": str(args.before.resolve())})
+            # run in the other checkout, with -S: no site (.pth) processing, so an editable install of this one cannot shadow it
+            site = next(p for p in sys.path if p.endswith("site-packages"))
+            commands["before (in memory)"] = ([sys.executable, "-S", "-m", "fhir_matcher", "screen", "--source", str(data.resolve()), "--as-of", "2026-11-24",
+                                               "--out", str((work / "out-before").resolve()), "-q"], {"PYTHONPATH": site})
         base = None
         cohort = 0
         for name, (cmd, env) in commands.items():
             best = None
             for _ in range(args.runs):
-                wall, cpu, rss, pss, _ = measured(cmd, env)
+                wall, cpu, rss, pss, _ = measured(cmd, env, args.before if name.startswith("before") else None)
                 if best is None or wall < best[0]:
                     best = (wall, cpu, rss, pss)
             assert best is not None

@@ -233,7 +233,7 @@ def _evaluate(setup: Setup, rec: Any, gates: dict[str, Any], outs: dict[str, Any
         row[t.id] = (r.status, "; ".join(still_to_do(t, r.criteria)) if r.status != INELIGIBLE else "")
     if row:
         result.evaluated_any += 1
-        if any(s != INELIGIBLE for s, _ in row.values()):
+        if multi and any(s != INELIGIBLE for s, _ in row.values()):  # the portfolio page's rows
             result.shortlist.append((rec.key, row))
 
 
