@@ -81,8 +81,8 @@ def write_streamed(
 def _merge(trial: Trial, parts: Sequence[Path], tmp: dict[str, Path], sections: dict[str, Path]) -> None:
     files: dict[str, IO[bytes]] = {}
     try:
-        files = {name: _private(tmp[name]) for name in ("screening", "subjects", "csv")}
-        files.update({name: _private(path) for name, path in sections.items()})
+        for name, path in [*((n, tmp[n]) for n in ("screening", "subjects", "csv")), *sections.items()]:
+            files[name] = _private(path)
         files["csv"].write((",".join(CSV_FIELDS) + "\n").encode())
         files["subjects"].write(subjects_head(trial).encode())
         merged = heapq.merge(*(_results(p) for p in parts), key=lambda r: r[0])
