@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from .criteria.cohort import read_plan
 from .outputs.files import write_run_json
 from .outputs.portfolio import write_portfolio_index
 from .outputs.terminal import summary_text_counts
 from .partition.spill import parse_size
-from .rest.capability import Capabilities, export_refused
-from .rest.client import FhirClient
 from .rest.transport import Cost, Transport
 from .runners.partitioned import DEFAULT_MEMORY, PartitionedRun, screen_files_streamed
-from .sources.bulk import BulkExport
+from .screen import bulk_download
 from .trial import Trial
 
 
@@ -66,17 +62,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def screen_bulk_streamed(url: str, trials: list[Trial], as_of: date, out: Path, transport: Transport, *, tag: str | None, group: str | None,
                          poll_max: float, **kw: Any) -> PartitionedRun:
     """``$export``, then the bounded screen of the download (its folder named "$export" in problems)."""
-    client = FhirClient(url, transport)
-    caps = Capabilities.parse(client.capabilities())
-    if group is None and caps.system_export() is False and caps.group_export():
-        raise export_refused(None)
-    plan = read_plan(trials)
-    types = plan.export_types(group is not None)
-    export = BulkExport(client, types=types, filters=plan.type_filters(as_of, tag, types), group=group, poll_max=poll_max,
-                        group_export=caps.group_export())
-    with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:  # 0700: patient data
-        export.run(Path(folder))
-        run = screen_files_streamed(folder, trials, as_of, out, source=url, rename=lambda p: p.replace(folder, "$export"),
+    with bulk_download(url, trials, as_of, transport, tag, group, poll_max) as (folder, export, client):
+        run = screen_files_streamed(folder, trials, as_of, out, source=url, rename=lambda p: p.replace(str(folder), "$export"),
                                     extra_problems=list(export.problems), **kw)
     for s in run.screenings:
         s.cost = client.transport.cost
