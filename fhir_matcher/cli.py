@@ -39,6 +39,7 @@ from .trial import TrialError, default_trial_path, load_trials
 from . import screen_bounded, trial_commands
 from .terminology import commands as valuesets_commands
 from .sources.patients import resolve_patient_list
+from .web import commands as web_commands
 
 log = logging.getLogger("fhir_matcher")
 
@@ -160,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     valuesets_commands.add_parser(sub, _server_options, _verbosity)
     vp = sub.choices["valuesets"]
     vp.epilog, vp.formatter_class = _exit_epilog(0, 1, 2, 130), argparse.RawDescriptionHelpFormatter
+    web_commands.add_parsers(sub, _verbosity)
     return p
 
 
@@ -403,7 +405,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                 if patients is not None:
                     patients.poll_max = args.bulk_poll_max
                 report = run_night(client, trials, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),
-                                   patients=patients)
+                                   patients=patients, terminology=next((tx.tx.base for tx in txs.values() if tx), ""))
             except (FhirError, TransportError, OSError) as e:
                 state.record_failure(started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), as_of=as_of, error=str(e))
                 raise UserError(f"nightly run failed, nothing recorded as done (the next run redoes it): {e}") from None
@@ -441,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
         return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": trial_commands.run, "match": cmd_match,
-                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport)}[args.command](args)
+                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport), **web_commands.COMMANDS}[args.command](args)
     except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2

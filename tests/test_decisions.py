@@ -168,7 +168,7 @@ def test_decisions_of_every_kind_survive_nights_new_data_time_full_and_trial_cha
     trial = tmp_path / "trial.toml"
     trial.write_text((ROOT / "fhir_matcher" / "trials" / "cd19-baff-car-t.toml").read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     summary, rows, _ = nights(later, "--trial", str(trial))
-    assert summary["full_because"] == "the trial definition or a value set changed"
+    assert summary["full_because"] == "the trial definition, a value set or the terminology server changed"
     assert {p: statuses(base)[p] for p in decided} == decided
     assert {p: subjects(base)[p]["meta"]["versionId"] for p in decided} == versions
 
@@ -267,7 +267,7 @@ def test_a_review_a_person_closed_is_not_raised_again(server, nights):
 def test_an_edit_between_read_and_write_is_not_lost(server, nights, monkeypatch):
     """The matcher reads a candidate, a coordinator saves it as eligible, the matcher's
     If-Match write is refused (HAPI: 409; FHIR: 412): it reads again and leaves it."""
-    from fhir_matcher.outputs import writeback
+    from fhir_matcher.nightly import job
 
     base = server.base_url
     day = START + timedelta(days=80)
@@ -276,14 +276,14 @@ def test_an_edit_between_read_and_write_is_not_lost(server, nights, monkeypatch)
     put(base, {"resourceType": "Condition", "id": f"{patient.split('/')[1]}-epilepsy", "subject": {"reference": patient}, "meta": {"tag": [tag()]},
                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "G40.9"}]}, "onsetDateTime": day.isoformat()})
-    original = writeback.WriteBack.subjects
+    original = job.subjects_of
 
-    def read_then_person_edits(self, study):
-        found = original(self, study)
+    def read_then_person_edits(client, studies):
+        found = original(client, studies)
         set_status(base, patient, "eligible")  # after our read, before our write
         return found
 
-    monkeypatch.setattr(writeback.WriteBack, "subjects", read_then_person_edits)
+    monkeypatch.setattr(job, "subjects_of", read_then_person_edits)
     summary, rows, _ = nights(day)
     monkeypatch.undo()
     assert rows[patient]["status"] == "ineligible"  # the matcher wanted to write ineligible
@@ -315,11 +315,11 @@ def test_a_server_without_versioned_updates_is_named_and_read_again_before_each_
                 res["versioning"] = "no-version"
         return writeback.version_check(cs)
 
-    original = writeback.WriteBack.subjects
+    original = job.subjects_of
     sent = []
 
-    def read_then_person_edits(self, study):
-        found = original(self, study)
+    def read_then_person_edits(client, studies):
+        found = original(client, studies)
         set_status(base, patient, "screening")
         return found
 
@@ -330,7 +330,7 @@ def test_a_server_without_versioned_updates_is_named_and_read_again_before_each_
         return original_tx(self, bundle)
 
     monkeypatch.setattr(job, "version_check", no_versioning)
-    monkeypatch.setattr(writeback.WriteBack, "subjects", read_then_person_edits)
+    monkeypatch.setattr(job, "subjects_of", read_then_person_edits)
     monkeypatch.setattr(job.FhirClient, "transaction", record)
     summary, rows, _ = nights(day)
     monkeypatch.undo()

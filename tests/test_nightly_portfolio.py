@@ -126,7 +126,7 @@ def test_changing_adding_and_removing_one_trial_rescreens_that_trial_only(server
     # Changing one trial's definition: that trial only.
     (trials / "t2d-ckd.toml").write_text((trials / "t2d-ckd.toml").read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     changed = run(server, tmp_path, START + timedelta(days=2), "--trials", str(trials))
-    assert changed["trials"][ID["t2d-ckd"]]["full_because"] == "the trial definition or a value set changed"
+    assert changed["trials"][ID["t2d-ckd"]]["full_because"] == "the trial definition, a value set or the terminology server changed"
     assert changed["trials"]["cd19-baff-car-t"]["mode"] == "incremental" and changed["trials"][ID["hf-reduced-ef"]]["mode"] == "incremental"
 
     # Removing one: no longer screened, its subjects stay on the server; its decisions and audit stay.

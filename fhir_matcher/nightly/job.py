@@ -30,8 +30,9 @@ from ..criteria.cohort import cohort_valuesets, in_cohort, read_plan
 from ..criteria.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
 from ..outputs.files import write_outputs, write_private, write_run_json
 from ..outputs.portfolio import portfolio_html
-from ..outputs.reviews import Reviews, ServerTask, review_identifier
-from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, subject_reason, version_check
+from ..outputs.reviews import Reviews, ServerTask, review_identifier, review_tasks
+from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, ensure_studies, subject_reason, subjects_of, version_check
+from ..fhirjson import Json
 from ..rest.client import FhirClient
 from ..sources.patients import PatientList, PatientListSource
 from ..sources.rest import RestSource
@@ -72,11 +73,14 @@ class TrialNight:
     changed_count: int = 0
 
 
-def trial_digest(trial: Trial) -> str:
-    """Changes when the trial file or any value set changes (then every result may change)."""
+def trial_digest(trial: Trial, terminology: str = "") -> str:
+    """Changes when the trial file, any value set, or the terminology server changes (then
+    every result may change)."""
     h = hashlib.sha256(trial.path.read_bytes())
     for vs_id in sorted(trial.valuesets.valuesets):
         h.update(json.dumps(trial.valuesets.valuesets[vs_id], sort_keys=True).encode())
+    if terminology:
+        h.update(f"terminology server {terminology}".encode())
     return h.hexdigest()[:16]
 
 
@@ -114,6 +118,7 @@ def run_night(
     full: bool = False,
     overlap: timedelta = OVERLAP,
     patients: PatientList | None = None,
+    terminology: str = "",
 ) -> NightReport:
     """One night for one trial or a portfolio, on one read of the server.
 
@@ -122,7 +127,8 @@ def run_night(
     with the resource types of all of them. ``patients``: screen only this list (--group,
     --patients, --bulk-group), with patient-scoped searches; members who left the list are no
     longer screened (their ResearchSubjects stay as they are), new members are screened.
-    With several trials, ``out/<trial id>/`` holds each trial's usual files, ``out/run.json``
+    ``terminology``: the terminology server codes are also checked on (``--tx``); using one,
+    or another, can change results, so it is part of each trial's digest. With several trials, ``out/<trial id>/`` holds each trial's usual files, ``out/run.json``
     the totals and ``out/portfolio.html`` the overview."""
     portfolio = [trials] if isinstance(trials, Trial) else list(trials)
     started = time.monotonic()
@@ -139,9 +145,13 @@ def run_night(
     rows = state.trials(active_only=False)
     check = version_check(client.capability or {})
 
+    studies = ensure_studies(client, portfolio)  # one transaction for the portfolio
+    # The studies' subjects as the server holds them now: what people decided since the last
+    # night, and the versions every write is checked against (one search for all trials).
+    on_server = subjects_of(client, list(studies.values()))
     nights: list[TrialNight] = []
     for trial in portfolio:
-        digest = trial_digest(trial)
+        digest = trial_digest(trial, terminology)
         row = rows.get(trial.id)
         known = state.patients(trial.id)
         why = why_all
@@ -151,15 +161,11 @@ def run_night(
             elif not row.active:
                 why = "the trial is back in the portfolio"
             elif row.digest != digest:
-                why = "the trial definition or a value set changed"
+                why = "the trial definition, a value set or the terminology server changed"
         listed = known if members is None else {k: p for k, p in known.items() if _pid(k) in members}
         wb = WriteBack(client, trial)
         wb.check = check
-        night = TrialNight(trial, digest, why, row, known, listed, state.decisions(trial.id), wb)
-        night.study = wb.ensure_study()
-        # The study's subjects as the server holds them now: what people decided since the
-        # last night, and the versions every write is checked against.
-        night.on_server = wb.subjects(night.study)
+        night = TrialNight(trial, digest, why, row, known, listed, state.decisions(trial.id), wb, studies[trial.id], on_server[studies[trial.id]])
         nights.append(night)
 
     full_nights = [n for n in nights if n.why_full]
@@ -195,6 +201,7 @@ def run_night(
     source_problems = [str(p) for p in source.builder.problems] + source.notes
 
     many = len(nights) > 1
+    tasks = review_tasks(client)  # every trial's review Tasks, one search
     reports: dict[str, NightReport] = {}
     state_rows: list[PatientState] = []
     decisions: dict[str, list[Decision]] = {}
@@ -210,7 +217,7 @@ def run_night(
                            if k in n.listed or k in n.on_server or in_cohort(n.trial, condition_codes(r), gates)}
         folder = out / n.trial.id if many else out
         report, part = _finish_trial(n, records, state, folder, as_of, client, source_problems, night_start, patients, members, previous,
-                                     getattr(source, "limits", None))
+                                     getattr(source, "limits", None), tasks)
         reports[n.trial.id] = report
         state_rows += part["patients"]
         decisions[n.trial.id] = part["decisions"]
@@ -333,6 +340,7 @@ def _finish_trial(
     members: set[str] | None,
     previous: set[str],
     limits: Any = None,
+    tasks: list[Json] | None = None,
 ) -> tuple[NightReport, dict[str, list]]:
     """Evaluate one trial's patients, write back, follow decisions and reviews, write its files."""
     trial, known, listed, why_full, on_server, wb = n.trial, n.known, n.listed, n.why_full, n.on_server, n.wb
@@ -429,7 +437,7 @@ def _finish_trial(
 
     # Reviews: a going-ahead decision the data now contradicts, raised once as a Task.
     reviews = Reviews(client, trial, wb.check)
-    needs_review, reviewed, review_rows = _reviews(trial, reviews, state, results, decided, decisions, as_of, night_start)
+    needs_review, reviewed, review_rows = _reviews(trial, reviews, state, results, decided, decisions, as_of, night_start, tasks)
 
     server_view = {}
     for key in results:
@@ -508,6 +516,7 @@ def _reviews(
     decisions: dict[str, Decision],
     as_of: date,
     night_start: datetime,
+    tasks: list[Json] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Review]]:
     """Open, keep or close review Tasks; returns (needs review, reviewed by a person, state rows).
 
@@ -521,7 +530,7 @@ def _reviews(
         c = contradiction(trial, results[key], d)
         if c:
             contradictions[key] = c
-    server_tasks = api.tasks()
+    server_tasks = api.tasks(tasks)
     rows = state.reviews(trial.id)
     open_rows = {r.patient: r for r in rows if r.closed_on is None}
     ever = {(r.patient, r.key) for r in rows}
