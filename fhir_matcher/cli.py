@@ -31,16 +31,12 @@ from .screen import (
     match_patient,
     match_record_files,
     match_record_server,
-    screen_bulk,
-    screen_bulk_many,
-    screen_files,
-    screen_files_many,
     screen_server,
     screen_server_many,
     screen_with_spark,
 )
 from .trial import TrialError, default_trial_path, load_trials
-from . import trial_commands
+from . import screen_bounded, trial_commands
 from .terminology import commands as valuesets_commands
 from .sources.patients import resolve_patient_list
 from .web import commands as web_commands
@@ -111,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--all-patients", action="store_true",
                    help="files: evaluate and list every patient, not only those with a target diagnosis")
     s.add_argument("--tx", default=None, metavar="URL", help="terminology server: codes no expansion lists are checked there (or [terminology] url)")
+    screen_bounded.add_options(s)
     _server_options(s)
     _verbosity(s)
 
@@ -221,6 +218,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     trials = _trials(args, config)
     if args.engine == "spark" and (args.tx or config.get("terminology", {}).get("url")):
         raise UserError("--tx works with the local engine only (the Spark executors have no terminology client)")
+    if args.engine == "local" and (not is_url(args.source) or args.bulk or args.bulk_group):
+        return _screen_bounded(args, config, trials, as_of)
     if len(trials) > 1:
         return _screen_portfolio(args, config, trials, as_of)
     trial = trials[0]
@@ -233,24 +232,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
         transport = _transport(args, config, args.source, default_scope(needed_types(trial), write=False))
         workers = int(setting(args, config, "workers", "server", "workers", 4))
         tag = setting(args, config, "tag", "server", "tag") or None
-        if (args.bulk or args.bulk_group) and args.patients:
-            raise UserError("--patients reads patient by patient; it does not combine with --bulk or --bulk-group")
-        if args.bulk and args.group and not args.bulk_group:
-            args.bulk_group, args.group = args.group, None  # --bulk --group ID: a Group export
-        if args.group and args.bulk_group:
-            raise UserError("give --group or --bulk-group, not both")
-        if args.bulk or args.bulk_group:
-            result = screen_bulk(args.source, trial, as_of, transport, progress, tag=tag, group=args.bulk_group, poll_max=args.bulk_poll_max)
-        else:
-            result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag,
-                                   group=args.group, patients_file=args.patients)
+        result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag,
+                               group=args.group, patients_file=args.patients)
     else:
-        if args.group or args.patients:
-            raise UserError("--group and --patients select patients on a FHIR server; --source is not a URL")
-        try:
-            result = screen_files(args.source, trial, as_of, progress, all_patients=args.all_patients)
-        except FileNotFoundError as e:
-            raise UserError(str(e)) from None
+        raise UserError("--source is not a URL")  # files are screened by _screen_bounded
     try:
         paths = write_outputs(args.out, trial, result.results, as_of, args.source, result.problems, outside=result.outside)
         write_run_json(args.out, {"command": "screen", **result.summary(), **({"terminology": tx.summary()} if tx else {})})
@@ -281,17 +266,10 @@ def _screen_portfolio(args: argparse.Namespace, config: dict, trials: list, as_o
         transport = _transport(args, config, args.source, default_scope(types, write=False))
         workers = int(setting(args, config, "workers", "server", "workers", 4))
         tag = setting(args, config, "tag", "server", "tag") or None
-        if args.bulk or args.bulk_group:
-            results = screen_bulk_many(args.source, trials, as_of, transport, progress, tag=tag, group=args.bulk_group, poll_max=args.bulk_poll_max)
-        else:
-            results = screen_server_many(args.source, trials, as_of, transport, workers, progress, tag=tag)
+        results = screen_server_many(args.source, trials, as_of, transport, workers, progress, tag=tag)
         cost = transport.cost.to_json()
     else:
-        try:
-            results = screen_files_many(args.source, trials, as_of, progress, all_patients=args.all_patients)
-        except FileNotFoundError as e:
-            raise UserError(str(e)) from None
-        cost = results[0].cost.to_json()
+        raise UserError("--source is not a URL")  # files are screened by _screen_bounded
     try:
         paths = write_portfolio(args.out, results, as_of, args.source, cost, time.monotonic() - started)
         if any(txs.values()):
@@ -301,15 +279,48 @@ def _screen_portfolio(args: argparse.Namespace, config: dict, trials: list, as_o
     except OSError as e:
         raise UserError(f"{args.out}: cannot write outputs ({e.strerror or e})") from None
     if not quiet:
-        print(f"Portfolio: {len(trials)} trials screened in one pass from {args.source} (as of {as_of})")
-        for r in results:
-            c = r.counts()
-            print(f"  {r.trial.id:<32} {c['candidate']:>5} candidate  {c['potential-candidate']:>5} potential  {c['ineligible']:>6} ineligible  ({r.outside} outside its cohort)")
-        if is_url(args.source):
-            print(f"HTTP: {cost['requests']} requests ({cost['retries']} retries), {cost['bytes'] / 1e6:.2f} MB read, for all trials")
-        print(f"Wrote {', '.join(f'{t.id}/' for t in trials)}, run.json and portfolio.html to {args.out}")
+        _print_portfolio(args, trials, as_of, results, cost)
     problems = results[0].problems if results else []
     return EXIT_DATA_PROBLEMS if problems else 0
+
+
+def _screen_bounded(args: argparse.Namespace, config: dict, trials: list, as_of: date) -> int:
+    """Files and Bulk exports: outputs written as results come, bounded memory, every core."""
+    url = is_url(args.source)
+    if url:
+        if args.patients:
+            raise UserError("--patients reads patient by patient; it does not combine with --bulk or --bulk-group")
+        if args.bulk and args.group and not args.bulk_group:
+            args.bulk_group, args.group = args.group, None  # --bulk --group ID: a Group export
+        if args.group and args.bulk_group:
+            raise UserError("give --group or --bulk-group, not both")
+    elif args.group or args.patients:
+        raise UserError("--group and --patients select patients on a FHIR server; --source is not a URL")
+    tx = {t.id: _tx_matcher(args, config, t, args.source if url else None) for t in trials}
+    progress = (None, None) if args.quiet else (Progress("reading  "), Progress("screening"))
+    scope = default_scope(set().union(*(needed_types(t) for t in trials)), write=False)
+    transport = (lambda: _transport(args, config, args.source, scope)) if url else None
+    try:
+        run, cost = screen_bounded.run_screen(args, trials, as_of, progress, transport, setting(args, config, "tag", "server", "tag") or None, tx)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{args.out}: cannot write ({e.strerror or e})") from None
+    if not args.quiet and len(trials) == 1:
+        print(screen_bounded.summary_lines(run, args.out, url))
+    elif not args.quiet:
+        _print_portfolio(args, trials, as_of, run.screenings, cost)
+    return EXIT_DATA_PROBLEMS if run.screenings[0].problems else 0
+
+
+def _print_portfolio(args: argparse.Namespace, trials: list, as_of: date, results: list, cost: dict) -> None:
+    print(f"Portfolio: {len(trials)} trials screened in one pass from {args.source} (as of {as_of})")
+    for r in results:
+        c = r.counts()
+        print(f"  {r.trial.id:<32} {c['candidate']:>5} candidate  {c['potential-candidate']:>5} potential  {c['ineligible']:>6} ineligible  ({r.outside} outside its cohort)")
+    if is_url(args.source):
+        print(f"HTTP: {cost['requests']} requests ({cost['retries']} retries), {cost['bytes'] / 1e6:.2f} MB read, for all trials")
+    print(f"Wrote {', '.join(f'{t.id}/' for t in trials)}, run.json and portfolio.html to {args.out}")
 
 
 def cmd_match(args: argparse.Namespace) -> int:

@@ -45,6 +45,10 @@ class Screening:
     cost: Cost = field(default_factory=Cost)
     duration_s: float = 0.0
 
+    @property
+    def evaluated(self) -> int:
+        return len(self.results)
+
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for r in self.results if r.status == s) for s in STATUSES}
 
@@ -190,6 +194,21 @@ def screen_bulk_many(
 ) -> list[Screening]:
     """One ``$export`` for every trial (the union of the types they read), then one screen."""
     started = time.monotonic()
+    with bulk_download(url, trials, as_of, transport, tag, group, poll_max) as (folder, export, client):
+        results = screen_files_many(folder, trials, as_of, progress)
+    for result in results:
+        result.source = url
+        result.cost = client.transport.cost
+        result.problems = export.problems + [p.replace(str(folder), "$export") for p in result.problems]
+        result.duration_s = time.monotonic() - started
+    return results
+
+
+@contextmanager
+def bulk_download(url: str, trials: list[Trial], as_of: date, transport: Transport | None = None, tag: str | None = None,
+                  group: str | None = None, poll_max: float = 60.0) -> Iterator[tuple[Path, BulkExport, FhirClient]]:
+    """``$export`` of the types the trials read into a private temporary folder (0700: patient
+    data), removed when the block ends."""
     client = FhirClient(url, transport or Transport())
     caps = Capabilities.parse(client.capabilities())
     if group is None and caps.system_export() is False and caps.group_export():
@@ -198,16 +217,10 @@ def screen_bulk_many(
     types = plan.export_types(group is not None)
     filters = plan.type_filters(as_of, tag, types)
     export = BulkExport(client, types=types, filters=filters, group=group, poll_max=poll_max, group_export=caps.group_export())
-    with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:  # 0700: patient data
+    with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:
         job = export.run(Path(folder))
-        results = screen_files_many(folder, trials, as_of, progress)
-    for result in results:
-        result.source = url
-        result.cost = client.transport.cost
-        result.problems = export.problems + [p.replace(folder, "$export") for p in result.problems]
-        result.duration_s = time.monotonic() - started
-    log.info("bulk export: %d files after %d polls", len(job.files), job.polls)
-    return results
+        log.info("bulk export: %d files after %d polls", len(job.files), job.polls)
+        yield Path(folder), export, client
 
 
 def match_record_files(path: str | Path, patient: str) -> tuple[PatientRecord | None, list[str]]:

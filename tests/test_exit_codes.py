@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builders import SCT, cc, condition, patient
-from fhir_matcher import cli
+from fhir_matcher import screen_bounded
 from fhir_matcher.cli import EXIT_CODES, main
 from fhir_matcher.nightly.state import State
 
@@ -74,7 +74,7 @@ def test_1_internal_error(tmp_path, capsys, monkeypatch):
     def broken(*a, **kw):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "screen_files", broken)
+    monkeypatch.setattr(screen_bounded, "screen_files_streamed", broken)  # files: the bounded path (issue 15)
     assert main(["screen", "--source", str(_clean(tmp_path)), "--out", str(tmp_path / "out"), *AS_OF]) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: a bug (run with -v for details)" in err and "Traceback" not in err
@@ -99,7 +99,7 @@ def test_130_interrupted(tmp_path, capsys, monkeypatch):
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "screen_files", interrupted)
+    monkeypatch.setattr(screen_bounded, "screen_files_streamed", interrupted)
     assert main(["screen", "--source", str(_clean(tmp_path)), "--out", str(tmp_path / "out"), *AS_OF]) == 130
     assert "interrupted" in capsys.readouterr().err
 

@@ -38,38 +38,56 @@ def write_portfolio(out: Path, screenings: Sequence[Any], as_of: date, source: s
         write_outputs(folder, s.trial, s.results, as_of, source, s.problems, outside=s.outside)
         write_run_json(folder, {"command": command, **s.summary()})
         paths[s.trial.id] = folder
-    problems = list(dict.fromkeys(p for s in screenings for p in s.problems))
     patients = {r.patient for s in screenings for r in s.results}
     population = max((len(s.results) + s.outside for s in screenings), default=0)
+    paths.update(write_portfolio_index(out, screenings, shortlist_rows(screenings), population, len(patients), as_of, source, cost, duration_s, command))
+    return paths
+
+
+def shortlist_rows(screenings: Sequence[Any]) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """Every patient who is a candidate or potential candidate in some trial: patient ->
+    trial id -> (status, what it still needs), most promising first."""
+    status: dict[str, dict[str, tuple[str, str]]] = {}
+    for s in screenings:
+        for r in s.results:
+            todo = "; ".join(still_to_do(s.trial, r.criteria)) if r.status != INELIGIBLE else ""
+            status.setdefault(r.patient, {})[s.trial.id] = (r.status, todo)
+    return order_shortlist([(p, by) for p, by in status.items() if any(st != INELIGIBLE for st, _ in by.values())])
+
+
+def order_shortlist(rows: list[tuple[str, dict[str, tuple[str, str]]]]) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """Most candidacies first, then most potential ones, then by patient."""
+    return sorted(rows, key=lambda row: (-sum(st == CANDIDATE for st, _ in row[1].values()), -sum(st == POTENTIAL for st, _ in row[1].values()), row[0]))
+
+
+def write_portfolio_index(out: Path, screenings: Sequence[Any], shortlist: list[tuple[str, dict[str, tuple[str, str]]]], population: int,
+                          evaluated_any: int, as_of: date, source: str, cost: dict[str, Any], duration_s: float, command: str = "screen") -> dict[str, Path]:
+    """DIR/run.json and DIR/portfolio.html from each trial's counts and the shortlist only."""
+    problems = list(dict.fromkeys(p for s in screenings for p in s.problems))
     summary = {
         "command": command,
         "as_of": as_of.isoformat(),
         "source": source,
-        "trials": {s.trial.id: {"title": s.trial.title, "evaluated": len(s.results), "outside_cohort": s.outside, "statuses": s.counts()} for s in screenings},
+        "trials": {s.trial.id: {"title": s.trial.title, "evaluated": s.evaluated, "outside_cohort": s.outside, "statuses": s.counts()} for s in screenings},
         "screened": population,
-        "evaluated_any_trial": len(patients),
-        "shortlisted_any_trial": len({r.patient for s in screenings for r in s.results if r.status != INELIGIBLE}),
+        "evaluated_any_trial": evaluated_any,
+        "shortlisted_any_trial": len(shortlist),
         "problems": problems,
         "http": cost,
         "duration_s": round(duration_s, 3),
     }
-    paths["run"] = out / "run.json"
+    paths = {"run": out / "run.json", "portfolio": out / "portfolio.html"}
     write_private(paths["run"], json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    paths["portfolio"] = out / "portfolio.html"
-    write_private(paths["portfolio"], portfolio_html(screenings, as_of, source))
+    write_private(paths["portfolio"], portfolio_page(screenings, shortlist, as_of, source))
     return paths
 
 
 def portfolio_html(screenings: Sequence[Any], as_of: date, source: str) -> str:
+    return portfolio_page(screenings, shortlist_rows(screenings), as_of, source)
+
+
+def portfolio_page(screenings: Sequence[Any], shortlist: list[tuple[str, dict[str, tuple[str, str]]]], as_of: date, source: str) -> str:
     trials = [s.trial for s in screenings]
-    status: dict[str, dict[str, Any]] = {}
-    for s in screenings:
-        for r in s.results:
-            status.setdefault(r.patient, {})[s.trial.id] = r
-    shortlist = sorted(
-        (p for p, by in status.items() if any(r.status != INELIGIBLE for r in by.values())),
-        key=lambda p: (-sum(r.status == CANDIDATE for r in status[p].values()), -sum(r.status == POTENTIAL for r in status[p].values()), p),
-    )
     out = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>Trial portfolio, {as_of.isoformat()}</title><style>{_STYLE}</style></head><body>",
@@ -93,16 +111,16 @@ def portfolio_html(screenings: Sequence[Any], as_of: date, source: str) -> str:
         out.append("<p class='meta'>No candidate or potential candidate in any trial.</p>")
     else:
         out.append("<table><tr><th>Patient</th>" + "".join(f"<th>{escape(t.id)}</th>" for t in trials) + "</tr>")
-        for p in shortlist:
+        for p, by in shortlist:
             cells = []
             for s in screenings:
-                r = status[p].get(s.trial.id)
-                if r is None:
+                got = by.get(s.trial.id)
+                if got is None:
                     cells.append("<td class='outside' title='no target diagnosis for this trial'>not in cohort</td>")
                     continue
-                todo = "; ".join(still_to_do(s.trial, r.criteria)) if r.status != INELIGIBLE else ""
+                status, todo = got
                 title = f" title='{escape(todo)}'" if todo else ""
-                cells.append(f"<td><span class='s {r.status}'{title}>{escape(r.status)}</span></td>")
+                cells.append(f"<td><span class='s {status}'{title}>{escape(status)}</span></td>")
             out.append(f"<tr><td>{escape(p)}</td>{''.join(cells)}</tr>")
         out.append("</table><p class='meta'>Hover a potential candidate's status to see what it still needs; the trial's report has the evidence.</p>")
     out.append("</body></html>")

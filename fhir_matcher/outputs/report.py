@@ -20,15 +20,21 @@ def funnel(trial: Trial, results: Sequence[PatientResult], outside: int = 0) -> 
     ``outside`` patients were never fetched (no target diagnosis): the first diagnosis gate
     removed them.
     """
-    first = Counter()
+    first: Counter = Counter()
     for r in results:
         ids = deciding(trial, r.criteria)
         if ids:
             first[ids[0]] += 1
+    return funnel_rows(trial, first, len(results), outside)
+
+
+def funnel_rows(trial: Trial, first: Counter, evaluated: int, outside: int = 0) -> list[tuple[str, int, int]]:
+    """The funnel from counts: ``first`` criterion id -> patients it ruled out first."""
+    first = Counter(first)
     if outside:
         gate = next(c.id for c in trial.criteria if c.kind == "condition" and c.type == "inclusion")
         first[gate] += outside
-    left = len(results) + outside
+    left = evaluated + outside
     rows = []
     for c in trial.criteria:
         if c.washout or c.manual:
@@ -80,13 +86,18 @@ def report_csv(trial: Trial, results: Sequence[PatientResult], changes: dict[str
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
     for r in results:
-        on_server = (subjects or {}).get(r.patient, {})
-        for c in trial.criteria:
-            o = r.criteria[c.id]
-            row = [r.patient, r.status, c.id, c.type, o.result, o.value, o.unit, o.reason, " ".join(o.evidence), (changes or {}).get(r.patient, ""),
-                   on_server.get("status", ""), on_server.get("decided_on") or ""]
-            w.writerow([csv_cell(v) for v in row])
+        write_csv_rows(w, trial, r, changes, subjects)
     return buf.getvalue()
+
+
+def write_csv_rows(w: Any, trial: Trial, r: PatientResult, changes: dict[str, str] | None = None, subjects: dict[str, dict[str, Any]] | None = None) -> None:
+    """One patient's rows of report.csv, through a csv writer."""
+    on_server = (subjects or {}).get(r.patient, {})
+    for c in trial.criteria:
+        o = r.criteria[c.id]
+        row = [r.patient, r.status, c.id, c.type, o.result, o.value, o.unit, o.reason, " ".join(o.evidence), (changes or {}).get(r.patient, ""),
+               on_server.get("status", ""), on_server.get("decided_on") or ""]
+        w.writerow([csv_cell(v) for v in row])
 
 
 def _server_cell(view: dict[str, Any] | None) -> str:
@@ -179,12 +190,53 @@ def report_html(
     nightly = subjects is not None
     subjects = subjects or {}
     counts = Counter(r.status for r in results)
+    first: Counter = Counter()
+    for r in results:
+        ids = deciding(trial, r.criteria)
+        if ids:
+            first[ids[0]] += 1
+    shortlist = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
+    waiting = sum(1 for r in shortlist if not subjects.get(r.patient, {}).get("by_person"))
+    out = head_lines(trial, as_of, source, counts, first, len(results), outside, changes, subjects if nightly else None, needs_review, reviewed, waiting)
+    out.append(glance_header(len(shortlist), nightly))
+    out.extend(glance_row(trial, r, changes, subjects if nightly else None) for r in shortlist)
+    out.append("</table>")
+    for status in (CANDIDATE, POTENTIAL):
+        group = [r for r in results if r.status == status]
+        out.append(detail_header(status, len(group)))
+        for r in group:
+            out.extend(detail_lines(trial, r, changes, subjects))
+    inel = [r for r in results if r.status == INELIGIBLE]
+    out.append(ineligible_header(len(inel), nightly))
+    out.extend(ineligible_row(trial, r, changes, subjects if nightly else None) for r in inel)
+    out.extend(tail_lines(problems))
+    return "\n".join(out)
+
+
+def head_lines(
+    trial: Trial,
+    as_of: date,
+    source: str,
+    counts: Counter,
+    first: Counter,
+    evaluated: int,
+    outside: int,
+    changes: dict[str, str],
+    subjects: dict[str, dict[str, Any]] | None,
+    needs_review: Sequence[dict[str, Any]] = (),
+    reviewed: Sequence[dict[str, Any]] = (),
+    waiting: int = 0,
+) -> list[str]:
+    """The page up to the patient lists, from counts only: ``counts`` per status, ``first``
+    criterion id -> patients it ruled out first (the funnel), ``waiting``: nightly only."""
+    nightly = subjects is not None
+    subjects = subjects or {}
     titles = {c.id: c.title for c in trial.criteria}
     out = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Screening report: {escape(trial.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(trial.title)}</h1>",
-        f"<div class='meta'>As of <b>{as_of}</b> · source {escape(source)} · trial definition {escape(trial.id)} · {len(results) + outside} patients screened"
+        f"<div class='meta'>As of <b>{as_of}</b> · source {escape(source)} · trial definition {escape(trial.id)} · {evaluated + outside} patients screened"
         + (f" ({outside} without a target diagnosis, not fetched)" if outside else "") + "</div>",
     ]
     if nightly:
@@ -195,7 +247,7 @@ def report_html(
     out.append("<div class='tiles'>")
     for s in STATUSES:
         out.append(f"<div class='tile s-{s}'><b>{counts.get(s, 0)}</b>{escape(s)} (matcher)</div>" if nightly else f"<div class='tile s-{s}'><b>{counts.get(s, 0)}</b>{escape(s)}</div>")
-    people = decision_rows(results, subjects)
+    people = decision_rows((), subjects)
     if nightly:
         detail = ", ".join(f"{n} {st}" for st, n in people)
         out.append(f"<div class='tile person'><b>{sum(n for _, n in people)}</b>decided by people{': ' + escape(detail) if detail else ''}</div>")
@@ -204,16 +256,14 @@ def report_html(
     out.append("</div>")
 
     out.append("<h2>Attrition</h2><table><tr><th>Step</th><th>Criterion</th><th class='num'>Removed</th><th class='num'>Remaining</th><th style='width:35%'></th></tr>")
-    total = max(len(results) + outside, 1)
-    out.append(f"<tr><td>Screened</td><td></td><td></td><td class='num'>{len(results) + outside}</td><td><div class='bar' style='width:100%'></div></td></tr>")
-    for cid, removed, left in funnel(trial, results, outside):
+    total = max(evaluated + outside, 1)
+    out.append(f"<tr><td>Screened</td><td></td><td></td><td class='num'>{evaluated + outside}</td><td><div class='bar' style='width:100%'></div></td></tr>")
+    for cid, removed, left in funnel_rows(trial, first, evaluated, outside):
         out.append(
             f"<tr><td>{escape(cid)}</td><td>{escape(titles[cid])}</td><td class='num'>{removed}</td><td class='num'>{left}</td>"
             f"<td><div class='bar' style='width:{100 * left / total:.1f}%'></div></td></tr>"
         )
     if nightly:
-        shortlisted = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
-        waiting = sum(1 for r in shortlisted if not subjects.get(r.patient, {}).get("by_person"))
         out.append("<tr><th colspan='5'>People's decisions (the ResearchSubject's status a coordinator set on the server)</th></tr>")
         for st, n in people:
             out.append(f"<tr><td>{escape(st)}</td><td>decided by a person</td><td></td><td class='num'>{n}</td>"
@@ -222,54 +272,77 @@ def report_html(
                    f"<td><div class='bar' style='width:{100 * waiting / total:.1f}%'></div></td></tr>")
     out.append(f"</table><p class='meta'>Each patient is counted under the first criterion, in protocol order, that rules them out. Washout criteria ({escape(trial.washout_note)}) and manual checks never remove a patient."
                + (" People's decisions are counted whatever the matcher finds now; the matcher never changes them." if nightly else "") + "</p>")
+    return out
 
-    shortlist = [r for r in results if r.status in (CANDIDATE, POTENTIAL)]
+
+def glance_header(shortlisted: int, nightly: bool = False) -> str:
     server_th = "<th>On the server</th>" if nightly else ""
-    out.append(f"<h2>At a glance ({len(shortlist)})</h2><table><tr><th>Patient</th><th>{'Matcher' if nightly else 'Status'}</th>{server_th}<th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
-    for r in shortlist:
-        todo = to_obtain(trial, r.criteria)
-        washouts = [_washout_label(trial, r, cid) for cid in washouts_due(trial, r.criteria)]
-        manual = sum(1 for c in trial.criteria if r.criteria[c.id].result == "manual")
-        badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
+    return (f"<h2>At a glance ({shortlisted})</h2><table><tr><th>Patient</th><th>{'Matcher' if nightly else 'Status'}</th>{server_th}"
+            "<th>To obtain (unknown)</th><th>To wash out</th><th>Manual checks</th></tr>")
+
+
+def glance_row(trial: Trial, r: PatientResult, changes: dict[str, str] | None = None, subjects: dict[str, dict[str, Any]] | None = None) -> str:
+    """A (potential) candidate's line in the at-a-glance table; ``subjects`` (nightly) adds the server's column."""
+    changes = changes or {}
+    todo = to_obtain(trial, r.criteria)
+    washouts = [_washout_label(trial, r, cid) for cid in washouts_due(trial, r.criteria)]
+    manual = sum(1 for c in trial.criteria if r.criteria[c.id].result == "manual")
+    badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
+    return (
+        f"<tr><td class='nowrap'><a href='#{escape(r.patient)}'>{escape(r.patient)}</a>{badge}</td><td class='s-{r.status}'>{escape(r.status)}</td>"
+        + (_server_cell(subjects.get(r.patient)) if subjects is not None else "") + f"<td>{escape(', '.join(todo))}</td><td>{escape(', '.join(str(w) for w in washouts))}</td><td class='num'>{manual}</td></tr>"
+    )
+
+
+_HEADINGS = {CANDIDATE: "Candidates", POTENTIAL: "Potential candidates (data missing)"}
+
+
+def detail_header(status: str, count: int) -> str:
+    """The heading of the candidates' (or potential candidates') section; "None." when empty."""
+    return f"<h2>{_HEADINGS[status]} ({count})</h2>" + ("" if count else "\n<p class='meta'>None.</p>")
+
+
+def detail_lines(trial: Trial, r: PatientResult, changes: dict[str, str] | None = None, subjects: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """A (potential) candidate's full detail: every criterion with result, value, reason, evidence."""
+    changes, subjects = changes or {}, subjects or {}
+    badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
+    notes = still_to_do(trial, r.criteria)
+    view = subjects.get(r.patient)
+    person = (f" <span class='badge person'>{escape(view['status'])}: decided by a person on {escape(view.get('decided_on') or '?')}</span>"
+              if view and view.get("by_person") else "")
+    out = [f"<h3 id='{escape(r.patient)}'>{escape(r.patient)} <span class='badge s-{r.status}'>{escape(r.status)}</span>{person}{badge}</h3>"]
+    if notes:
+        out.append(f"<div class='meta'>{escape('; '.join(notes))}</div>")
+    out.append("<table><tr><th>Criterion</th><th>Result</th><th>Value</th><th>Reason</th><th>Evidence</th></tr>")
+    for c in trial.criteria:
+        o = r.criteria[c.id]
         out.append(
-            f"<tr><td class='nowrap'><a href='#{escape(r.patient)}'>{escape(r.patient)}</a>{badge}</td><td class='s-{r.status}'>{escape(r.status)}</td>"
-            + (_server_cell(subjects.get(r.patient)) if nightly else "") + f"<td>{escape(', '.join(todo))}</td><td>{escape(', '.join(str(w) for w in washouts))}</td><td class='num'>{manual}</td></tr>"
+            f"<tr><td title='{escape(c.title)}'>{escape(c.id)}</td>{_result_cell(c.type, o.result)}<td>{escape(_value(o))}</td>"
+            f"<td>{escape(o.reason)}</td><td class='ev'>{'<br>'.join(escape(e) for e in o.evidence)}</td></tr>"
         )
     out.append("</table>")
+    return out
 
-    for status, heading in ((CANDIDATE, "Candidates"), (POTENTIAL, "Potential candidates (data missing)")):
-        group = [r for r in results if r.status == status]
-        out.append(f"<h2>{heading} ({len(group)})</h2>")
-        if not group:
-            out.append("<p class='meta'>None.</p>")
-        for r in group:
-            badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
-            notes = still_to_do(trial, r.criteria)
-            view = subjects.get(r.patient)
-            person = (f" <span class='badge person'>{escape(view['status'])}: decided by a person on {escape(view.get('decided_on') or '?')}</span>"
-                      if view and view.get("by_person") else "")
-            out.append(f"<h3 id='{escape(r.patient)}'>{escape(r.patient)} <span class='badge s-{r.status}'>{escape(r.status)}</span>{person}{badge}</h3>")
-            if notes:
-                out.append(f"<div class='meta'>{escape('; '.join(notes))}</div>")
-            out.append("<table><tr><th>Criterion</th><th>Result</th><th>Value</th><th>Reason</th><th>Evidence</th></tr>")
-            for c in trial.criteria:
-                o = r.criteria[c.id]
-                out.append(
-                    f"<tr><td title='{escape(c.title)}'>{escape(c.id)}</td>{_result_cell(c.type, o.result)}<td>{escape(_value(o))}</td>"
-                    f"<td>{escape(o.reason)}</td><td class='ev'>{'<br>'.join(escape(e) for e in o.evidence)}</td></tr>"
-                )
-            out.append("</table>")
 
-    inel = [r for r in results if r.status == INELIGIBLE]
-    out.append(f"<h2>Ineligible ({len(inel)})</h2><details><summary>Show the reason for each</summary><table><tr><th>Patient</th>{server_th}<th>Criteria</th><th>Reason</th></tr>")
-    for r in inel:
-        ids = deciding(trial, r.criteria)
-        badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
-        out.append(
-            f"<tr><td>{escape(r.patient)}{badge}</td>" + (_server_cell(subjects.get(r.patient)) if nightly else "") + f"<td>{escape(', '.join(ids))}</td>"
-            f"<td>{'<br>'.join(escape(r.criteria[i].reason) for i in ids)}</td></tr>"
-        )
-    out.append("</table></details>")
+def ineligible_header(count: int, nightly: bool = False) -> str:
+    server_th = "<th>On the server</th>" if nightly else ""
+    return f"<h2>Ineligible ({count})</h2><details><summary>Show the reason for each</summary><table><tr><th>Patient</th>{server_th}<th>Criteria</th><th>Reason</th></tr>"
+
+
+def ineligible_row(trial: Trial, r: PatientResult, changes: dict[str, str] | None = None, subjects: dict[str, dict[str, Any]] | None = None) -> str:
+    """One line per ineligible patient: the criteria that rule them out and why."""
+    changes = changes or {}
+    ids = deciding(trial, r.criteria)
+    badge = f" <span class='badge changed'>{escape(changes[r.patient])}</span>" if r.patient in changes else ""
+    return (
+        f"<tr><td>{escape(r.patient)}{badge}</td>" + (_server_cell(subjects.get(r.patient)) if subjects is not None else "") + f"<td>{escape(', '.join(ids))}</td>"
+        f"<td>{'<br>'.join(escape(r.criteria[i].reason) for i in ids)}</td></tr>"
+    )
+
+
+def tail_lines(problems: Sequence[str]) -> list[str]:
+    """The end of the page: the ineligible table's close, the input problems (first 500)."""
+    out = ["</table></details>"]
     if problems:
         out.append(f"<h2>Input problems ({len(problems)})</h2><p class='meta'>These inputs were skipped; everything else was screened.</p><ul>")
         out.extend(f"<li>{escape(p)}</li>" for p in problems[:500])
@@ -277,4 +350,4 @@ def report_html(
             out.append(f"<li>… and {len(problems) - 500} more (see run.json)</li>")
         out.append("</ul>")
     out.append("</body></html>\n")
-    return "\n".join(out)
+    return out

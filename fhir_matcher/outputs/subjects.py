@@ -92,3 +92,37 @@ def subjects_bundle(trial: Trial, results: Iterable[PatientResult]) -> Bundle:
             }
         )
     return Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": entries})  # validates every entry
+
+
+# Streaming research-subjects.json (issue 15): the same bytes as subjects_bundle(...).model_dump_json(indent=2,
+# exclude_none=True) + "\n", written entry by entry. Each entry is still validated by fhir.resources.
+_ENTRIES_OPEN = '\n  "entry": [\n'
+_ENTRIES_CLOSE = "\n  ]\n}"
+
+
+def _entries_text(bundle: Bundle) -> str:
+    text = bundle.model_dump_json(indent=2, exclude_none=True)
+    start = text.index(_ENTRIES_OPEN) + len(_ENTRIES_OPEN)
+    assert text.endswith(_ENTRIES_CLOSE), "unexpected Bundle layout"
+    return text[start : -len(_ENTRIES_CLOSE)]
+
+
+def subjects_head(trial: Trial) -> str:
+    """research-subjects.json up to and including the ResearchStudy entry."""
+    text = subjects_bundle(trial, ()).model_dump_json(indent=2, exclude_none=True)
+    return text[: -len(_ENTRIES_CLOSE)]
+
+
+SUBJECTS_TAIL = _ENTRIES_CLOSE + "\n"
+
+
+def subject_entry_text(trial: Trial, patient: str, status: str) -> str:
+    """One ResearchSubject entry as it appears in research-subjects.json (validated); the
+    writer puts ",\\n" before each."""
+    system, value = subject_identifier(trial, patient)
+    entry = {
+        "fullUrl": _urn("subject", trial.id, patient),
+        "resource": subject_json(trial, patient, status, _urn("study", trial.id)),
+        "request": {"method": "POST", "url": "ResearchSubject", "ifNoneExist": f"identifier={system}|{value}"},
+    }
+    return _entries_text(Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": [entry]}))

@@ -38,17 +38,23 @@ class Progress:
 
 def summary_text(trial: Trial, results: Sequence[PatientResult], problems: int, extra: Sequence[str] = (), outside: int = 0) -> str:
     counts = Counter(r.status for r in results)
+    return summary_text_counts(trial, counts, ineligibility_reasons(trial, results), len(results), problems, extra, outside)
+
+
+def summary_text_counts(trial: Trial, counts: Counter, reasons: Counter, evaluated: int, problems: int, extra: Sequence[str] = (), outside: int = 0) -> str:
+    """The run summary from counts (a bounded-memory screen keeps no results)."""
     if outside:
-        lines = [f"Screened {len(results) + outside} patients for {trial.id}; {len(results)} with a target diagnosis evaluated:"]
+        lines = [f"Screened {evaluated + outside} patients for {trial.id}; {evaluated} with a target diagnosis evaluated:"]
     else:
-        lines = [f"Screened {len(results)} patients for {trial.id}:"]
+        lines = [f"Screened {evaluated} patients for {trial.id}:"]
     for s in STATUSES:
         lines.append(f"  {s:<20} {counts.get(s, 0):>6}")
-    reasons = ineligibility_reasons(trial, results).most_common(5)
-    if reasons:
+    order = {c.id: n for n, c in enumerate(trial.criteria)}
+    top = sorted(reasons.items(), key=lambda kv: (-kv[1], order.get(kv[0], 0)))[:5]  # ties in protocol order
+    if top:
         titles = {c.id: c.title for c in trial.criteria}
         lines.append("Most common reasons for ineligibility:")
-        for cid, n in reasons:
+        for cid, n in top:
             lines.append(f"  {n:>6}  {cid}: {titles[cid]}")
     if problems:
         lines.append(f"{problems} input problem(s): listed in report.html and run.json (exit code 3)")

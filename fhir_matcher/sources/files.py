@@ -25,6 +25,7 @@ SUFFIXES = (".json", ".ndjson")
 BOM = b"\xef\xbb\xbf"
 _TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
 _PATIENT_REF = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?Patient/([^"/]+)"')
+NOT_AN_OBJECT = "not a FHIR resource (JSON is not an object)"
 
 
 def input_files(path: Path) -> list[Path]:
@@ -199,7 +200,7 @@ class FileSource:
     def add(self, data: Any, where: str) -> None:
         b = self.builder
         if not isinstance(data, dict):
-            b.problem(where, "not a FHIR resource (JSON is not an object)")
+            b.problem(where, NOT_AN_OBJECT)
             return
         if data.get("resourceType") == "Bundle":
             self.add_bundle(data, where)
