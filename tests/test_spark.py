@@ -62,3 +62,166 @@ def test_cli_engine_spark_writes_the_same_outputs(spark, tmp_path):
 def test_spark_refuses_a_server_url(tmp_path, capsys):
     assert main(["screen", "--engine", "spark", "--source", "https://fhir.example.org/r4", "--out", str(tmp_path)]) == 2
     assert "--bulk" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- beyond the test process
+# Both tests run the installed command in a subprocess from a folder outside the repository,
+# so nothing is importable by accident (the repo on sys.path, an activated virtualenv).
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+SCRIPT = VENV_BIN / "fhir-matcher"
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """An environment as cron or systemd gives it: no activated venv, no PYSPARK_* settings."""
+    keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "JAVA_HOME", "TMPDIR")}
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != VENV_BIN.resolve())
+    return {**keep, "PATH": path or "/usr/bin:/bin", **extra}
+
+
+def screen_cli(out: Path, cwd: Path, env: dict[str, str], *extra: str, source: Path = ROOT / "bundles" / "demo") -> subprocess.CompletedProcess:
+    cmd = [str(SCRIPT), "screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(out), "-q", *extra]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    for name in ("screening.ndjson", "research-subjects.json", "report.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def local_outputs(tmp_path_factory):
+    """--engine local on the demo bundles and on a synthetic population, for comparison."""
+    from fhir_matcher import synth
+
+    base = tmp_path_factory.mktemp("local")
+    synth.generate(600, 23, base / "pop")
+    for name, source in (("demo", ROOT / "bundles" / "demo"), ("pop", base / "pop")):
+        assert main(["screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(base / name), "-q"]) in (0, 3)
+    return base
+
+
+def test_engine_spark_from_an_unactivated_virtualenv(local_outputs, tmp_path):
+    # As the README's systemd unit runs it: the venv's script by its absolute path, a PATH
+    # without the venv, no PYSPARK_PYTHON. The Python workers must be the venv's Python.
+    env = bare_env()
+    assert "PYSPARK_PYTHON" not in env and shutil.which("python3", path=env["PATH"]) != str(VENV_BIN / "python3")
+    proc = screen_cli(tmp_path / "s", tmp_path, env, "--engine", "spark", "--master", "local[2]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    same_outputs(tmp_path / "s", local_outputs / "demo")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deps_only_python(where: Path) -> Path:
+    """A Python with every third-party dependency but not fhir_matcher: what a cluster node has
+    when its environment was installed without the matcher (or a packed venv was shipped).
+    The venv's interpreter without site (-S), its site-packages re-exposed minus fhir_matcher."""
+    import sysconfig
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    deps = where / "site"
+    deps.mkdir(parents=True)
+    for entry in site.iterdir():
+        if entry.name.startswith(("fhir_matcher", "_fhir_matcher", "fhir-matcher")) or entry.suffix == ".pth":
+            continue
+        (deps / entry.name).symlink_to(entry)
+    python = where / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{deps}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    probe = subprocess.run([str(python), "-c", "import pint, pandas, pyarrow, orjson\nimport fhir_matcher"], cwd=where, capture_output=True, text=True)
+    assert "No module named 'fhir_matcher'" in probe.stderr, probe.stderr  # the test could not pass by accident
+    return python
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A standalone Spark cluster on loopback: a master and two workers (1 core each), each its
+    own JVM started with the PySpark install's bin/spark-class. Stopped in teardown, always."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    base = tmp_path_factory.mktemp("spark-cluster")
+    conf = base / "conf"
+    conf.mkdir()
+    (conf / "spark-defaults.conf").write_text("spark.executor.memory 512m\nspark.driver.host 127.0.0.1\n")
+    env = {**bare_env(), "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": str(conf),
+           "SPARK_LOG_DIR": str(base / "logs"), "SPARK_NO_DAEMONIZE": "1", "SPARK_DAEMON_MEMORY": "256m"}
+    port, ui = free_port(), free_port()
+    master = f"spark://127.0.0.1:{port}"
+    cmds = [[str(home / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)]]
+    for i in (1, 2):
+        cmds.append([str(home / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1",
+                     "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(base / f"worker-{i}")])
+    procs: list[subprocess.Popen] = []
+    logs = []
+    try:
+        for n, cmd in enumerate(cmds):
+            log = open(base / f"jvm-{n}.log", "wb")
+            logs.append(log)
+            procs.append(subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 120
+        alive = 0
+        while alive < 2:
+            dead = [p for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                tails = "\n".join((base / f"jvm-{n}.log").read_text(errors="replace")[-1500:] for n in range(len(cmds)))
+                pytest.fail(f"the Spark cluster did not start ({len(dead)} JVM(s) exited, {alive} worker(s) registered):\n{tails}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
+                    alive = json.load(r).get("aliveworkers", 0)
+            except OSError:
+                pass
+            time.sleep(1)
+        yield {"master": master, "env": env, "base": base}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for log in logs:
+            log.close()
+
+
+def test_engine_spark_on_a_standalone_cluster(cluster, local_outputs, tmp_path):
+    # Executors are other JVMs with their own Python workers and working folders: the package
+    # and the trial must be shipped to them, not found on a path.
+    env = {**cluster["env"], "PYSPARK_PYTHON": str(deps_only_python(tmp_path / "py"))}
+    for name, source in (("demo", ROOT / "bundles" / "demo"), ("pop", local_outputs / "pop")):
+        proc = screen_cli(tmp_path / name, tmp_path, env, "--engine", "spark", "--master", cluster["master"], source=source)
+        assert proc.returncode in (0, 3), proc.stderr[-3000:]
+        same_outputs(tmp_path / name, local_outputs / name)
+    # The work really ran on the workers' executors.
+    assert list(cluster["base"].glob("worker-*/app-*/*/stderr"))
+
+
+def test_engine_spark_with_executors_missing_a_dependency_says_so_in_one_line(tmp_path):
+    # A Python without the dependencies on the executors: one line naming what is missing and
+    # what to set, no traceback.
+    bare = tmp_path / "python"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')  # the same interpreter, no site-packages
+    bare.chmod(0o755)
+    env = bare_env(PYSPARK_PYTHON=str(bare))
+    proc = screen_cli(tmp_path / "s", tmp_path, env, "--engine", "spark", "--master", "local[1]")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    err = proc.stderr.strip()
+    last = err.splitlines()[-1]
+    assert "No module named" in last and "PYSPARK_PYTHON" in last and "Traceback" not in err and "at org.apache" not in err, err

@@ -147,6 +147,18 @@ class ValueSetLibrary:
         # Optional: (system, code) -> concepts for codes no expansion lists (a terminology server, txmatch.py)
         self.code_hook: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (the Spark engine ships the trial to its executors): the caches stay behind,
+        and so does a terminology client (the Spark engine refuses --tx)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("match_concept", "_by_raw", "code_hook")}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._by_raw = {}
+        self.code_hook = None
+        self.match_concept = lru_cache(maxsize=65536)(self._match_key)  # type: ignore[method-assign]
+
     # ------------------------------------------------------------ loading
 
     def load_dir(self, path: Path) -> None:
