@@ -6,7 +6,7 @@
 1. Starts the project's HAPI server (tests/hapi) on a loopback port with its database in
    ``WORK/hapi-loaded``; the first time, writes ``--patients`` synthetic patients
    (``fhir-matcher synth``) and loads them (``fhir-matcher load``: Patients and Medications,
-   then Encounters, then the other types in ``--loaders`` parallel processes), and times it.
+   then Encounters, then the other types cut into ``--loaders`` parts loaded in parallel), and times it.
    Later runs with the same ``--work`` reuse that loaded database: each run works on a
    fresh copy of it (``WORK/hapi-run``), so every run starts from the same server.
 2. Night 1 (``fhir-matcher nightly``, empty state file): the full night.
@@ -55,16 +55,25 @@ def load(url: str, data: Path, loaders: int, workers: int) -> float:
     first = [data / "Patient.ndjson", data / "Medication.ndjson"]
     subprocess.run([*CLI, "load", "--server", url, "--workers", str(workers), "-q", *map(str, first)], check=True)
     subprocess.run([*CLI, "load", "--server", url, "--workers", str(workers), "-q", str(data / "Encounter.ndjson")], check=True)
-    rest = sorted((f for f in data.glob("*.ndjson") if f not in first and f.name != "Encounter.ndjson"), key=lambda f: -f.stat().st_size)
+    # The other types in --loaders parallel processes: every file cut into as many parts.
+    parts = data.parent / "load-parts"
+    shutil.rmtree(parts, ignore_errors=True)
     groups: list[list[Path]] = [[] for _ in range(max(1, loaders))]
-    sizes = [0] * len(groups)
-    for f in rest:  # largest first into the lightest group
-        i = sizes.index(min(sizes))
-        groups[i].append(f)
-        sizes[i] += f.stat().st_size
+    for f in sorted(data.glob("*.ndjson")):
+        if f in first or f.name == "Encounter.ndjson":
+            continue
+        lines = [line for line in f.read_bytes().splitlines(keepends=True) if line.strip()]
+        for i, g in enumerate(groups):
+            chunk = lines[i::len(groups)]
+            if chunk:
+                part = parts / str(i) / f.name
+                part.parent.mkdir(parents=True, exist_ok=True)
+                part.write_bytes(b"".join(chunk))
+                g.append(part)
     procs = [subprocess.Popen([*CLI, "load", "--server", url, "--workers", str(workers), "-q", *map(str, g)]) for g in groups if g]
     if any(p.wait() for p in procs):
         sys.exit("loading failed")
+    shutil.rmtree(parts, ignore_errors=True)
     return time.perf_counter() - started
 
 
@@ -170,7 +179,7 @@ def main() -> None:
     ap.add_argument("--changed", type=float, default=0.01, help="fraction of patients changed before night 2 (default 0.01)")
     ap.add_argument("--work", type=Path, default=None, help="keeps the loaded server between runs (default: a folder in the temp dir named after size and seed)")
     ap.add_argument("--workers", type=int, default=4, help="concurrent requests of load and nightly (default 4)")
-    ap.add_argument("--loaders", type=int, default=2, help="parallel load processes (default 2)")
+    ap.add_argument("--loaders", type=int, default=3, help="parallel load processes (default 3)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--profile", action="store_true", help="record every request of the nights and print them grouped by kind")
     ap.add_argument("--child-profile", type=Path, help=argparse.SUPPRESS)

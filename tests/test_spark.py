@@ -100,13 +100,15 @@ def same_outputs(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def local_outputs(tmp_path_factory):
-    """--engine local on the demo bundles and on a synthetic population, for comparison."""
+    """--engine local on the demo bundles, and on a folder holding them and a synthetic
+    population (every Bundle shape, Bulk NDJSON, enough patients for every partition)."""
     from fhir_matcher import synth
 
     base = tmp_path_factory.mktemp("local")
-    synth.generate(600, 23, base / "pop")
-    for name, source in (("demo", ROOT / "bundles" / "demo"), ("pop", base / "pop")):
-        assert main(["screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(base / name), "-q"]) in (0, 3)
+    shutil.copytree(ROOT / "bundles" / "demo", base / "all" / "demo")
+    synth.generate(400, 23, base / "all" / "pop")
+    for name, source in (("demo", ROOT / "bundles" / "demo"), ("all", base / "all")):
+        assert main(["screen", "--source", str(source), "--as-of", "2026-11-24", "--out", str(base / "out" / name), "-q"]) in (0, 3)
     return base
 
 
@@ -117,7 +119,7 @@ def test_engine_spark_from_an_unactivated_virtualenv(local_outputs, tmp_path):
     assert "PYSPARK_PYTHON" not in env and shutil.which("python3", path=env["PATH"]) != str(VENV_BIN / "python3")
     proc = screen_cli(tmp_path / "s", tmp_path, env, "--engine", "spark", "--master", "local[2]")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    same_outputs(tmp_path / "s", local_outputs / "demo")
+    same_outputs(tmp_path / "s", local_outputs / "out" / "demo")
 
 
 def free_port() -> int:
@@ -157,7 +159,18 @@ def cluster(tmp_path_factory):
     base = tmp_path_factory.mktemp("spark-cluster")
     conf = base / "conf"
     conf.mkdir()
-    (conf / "spark-defaults.conf").write_text("spark.executor.memory 512m\nspark.driver.host 127.0.0.1\n")
+    # The README's way for a multi-node cluster: the executors' Python comes in an archive
+    # (here a stand-in for a packed virtualenv: bin/python with the dependencies, without
+    # fhir_matcher), named in spark-defaults.conf; nothing about it in the environment.
+    python = deps_only_python(base / "py")
+    env_dir = base / "pyenv" / "bin"
+    env_dir.mkdir(parents=True)
+    (env_dir / "python").write_text(f'#!/bin/sh\ntouch "$(dirname "$0")/../used"\nexec "{python}" "$@"\n')  # leaves a mark where it ran
+    (env_dir / "python").chmod(0o755)
+    subprocess.run(["tar", "-czf", str(base / "pyenv.tar.gz"), "-C", str(base / "pyenv"), "."], check=True)
+    (conf / "spark-defaults.conf").write_text(
+        "spark.executor.memory 512m\nspark.driver.host 127.0.0.1\n"
+        f"spark.archives {base / 'pyenv.tar.gz'}#environment\nspark.pyspark.python ./environment/bin/python\n")
     env = {**bare_env(), "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": str(conf),
            "SPARK_LOG_DIR": str(base / "logs"), "SPARK_NO_DAEMONIZE": "1", "SPARK_DAEMON_MEMORY": "256m"}
     port, ui = free_port(), free_port()
@@ -203,14 +216,16 @@ def cluster(tmp_path_factory):
 
 def test_engine_spark_on_a_standalone_cluster(cluster, local_outputs, tmp_path):
     # Executors are other JVMs with their own Python workers and working folders: the package
-    # and the trial must be shipped to them, not found on a path.
-    env = {**cluster["env"], "PYSPARK_PYTHON": str(deps_only_python(tmp_path / "py"))}
-    for name, source in (("demo", ROOT / "bundles" / "demo"), ("pop", local_outputs / "pop")):
-        proc = screen_cli(tmp_path / name, tmp_path, env, "--engine", "spark", "--master", cluster["master"], source=source)
-        assert proc.returncode in (0, 3), proc.stderr[-3000:]
-        same_outputs(tmp_path / name, local_outputs / name)
-    # The work really ran on the workers' executors.
-    assert list(cluster["base"].glob("worker-*/app-*/*/stderr"))
+    # and the trial must be shipped to them, not found on a path; their Python is the one
+    # spark-defaults.conf names (spark.pyspark.python), unpacked from spark.archives.
+    env = cluster["env"]
+    assert "PYSPARK_PYTHON" not in env
+    proc = screen_cli(tmp_path / "s", tmp_path, env, "--engine", "spark", "--master", cluster["master"], source=local_outputs / "all")
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    same_outputs(tmp_path / "s", local_outputs / "out" / "all")
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["screened"] > 46
+    # The work really ran on the workers' executors, with the shipped environment's Python.
+    assert list(cluster["base"].glob("worker-*/app-*/*/environment/used"))
 
 
 def test_engine_spark_with_executors_missing_a_dependency_says_so_in_one_line(tmp_path):
