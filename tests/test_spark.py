@@ -70,12 +70,8 @@ def test_spark_refuses_a_server_url(tmp_path, capsys):
 
 import os  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 SCRIPT = VENV_BIN / "fhir-matcher"
@@ -122,12 +118,6 @@ def test_engine_spark_from_an_unactivated_virtualenv(local_outputs, tmp_path):
     same_outputs(tmp_path / "s", local_outputs / "out" / "demo")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def deps_only_python(where: Path) -> Path:
     """A Python with every third-party dependency but not fhir_matcher: what a cluster node has
     when its environment was installed without the matcher (or a packed venv was shipped).
@@ -152,66 +142,27 @@ def deps_only_python(where: Path) -> Path:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A standalone Spark cluster on loopback: a master and two workers (1 core each), each its
-    own JVM started with the PySpark install's bin/spark-class. Stopped in teardown, always."""
-    import pyspark
+    own JVM started with the PySpark install's bin/spark-class. Stopped in teardown, always.
 
-    home = Path(pyspark.__file__).parent
+    The README's way for a multi-node cluster: the executors' Python comes in an archive (here
+    a stand-in for a packed virtualenv: bin/python with the dependencies, without fhir_matcher),
+    named in spark-defaults.conf; nothing about it in the environment."""
+    import spark_cluster
+
     base = tmp_path_factory.mktemp("spark-cluster")
-    conf = base / "conf"
-    conf.mkdir()
-    # The README's way for a multi-node cluster: the executors' Python comes in an archive
-    # (here a stand-in for a packed virtualenv: bin/python with the dependencies, without
-    # fhir_matcher), named in spark-defaults.conf; nothing about it in the environment.
     python = deps_only_python(base / "py")
     env_dir = base / "pyenv" / "bin"
     env_dir.mkdir(parents=True)
     (env_dir / "python").write_text(f'#!/bin/sh\ntouch "$(dirname "$0")/../used"\nexec "{python}" "$@"\n')  # leaves a mark where it ran
     (env_dir / "python").chmod(0o755)
     subprocess.run(["tar", "-czf", str(base / "pyenv.tar.gz"), "-C", str(base / "pyenv"), "."], check=True)
-    (conf / "spark-defaults.conf").write_text(
-        "spark.executor.memory 512m\nspark.driver.host 127.0.0.1\n"
-        f"spark.archives {base / 'pyenv.tar.gz'}#environment\nspark.pyspark.python ./environment/bin/python\n")
-    env = {**bare_env(), "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": str(conf),
-           "SPARK_LOG_DIR": str(base / "logs"), "SPARK_NO_DAEMONIZE": "1", "SPARK_DAEMON_MEMORY": "256m"}
-    port, ui = free_port(), free_port()
-    master = f"spark://127.0.0.1:{port}"
-    cmds = [[str(home / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)]]
-    for i in (1, 2):
-        cmds.append([str(home / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1",
-                     "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(base / f"worker-{i}")])
-    procs: list[subprocess.Popen] = []
-    logs = []
+    conf = {"spark.executor.memory": "512m", "spark.archives": f"{base / 'pyenv.tar.gz'}#environment",
+            "spark.pyspark.python": "./environment/bin/python"}
     try:
-        for n, cmd in enumerate(cmds):
-            log = open(base / f"jvm-{n}.log", "wb")
-            logs.append(log)
-            procs.append(subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + 120
-        alive = 0
-        while alive < 2:
-            dead = [p for p in procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                tails = "\n".join((base / f"jvm-{n}.log").read_text(errors="replace")[-1500:] for n in range(len(cmds)))
-                pytest.fail(f"the Spark cluster did not start ({len(dead)} JVM(s) exited, {alive} worker(s) registered):\n{tails}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
-                    alive = json.load(r).get("aliveworkers", 0)
-            except OSError:
-                pass
-            time.sleep(1)
-        yield {"master": master, "env": env, "base": base}
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        for log in logs:
-            log.close()
+        with spark_cluster.start(base / "cluster", workers=2, cores=1, memory="1g", conf=conf, env=bare_env()) as c:
+            yield {"master": c.master, "env": c.env, "base": c.folder}
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def test_engine_spark_on_a_standalone_cluster(cluster, local_outputs, tmp_path):
