@@ -132,6 +132,7 @@ def spark_session(master: str | None, app: str = "fhir-matcher"):
 
     if (master is None or master.startswith("local")) and not os.environ.get("SPARK_LOCAL_IP"):
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # one machine: listen on loopback only
+    _quiet_startup()
     if not os.environ.get("PYSPARK_PYTHON"):
         # pyspark reads only the environment variable here; spark.pyspark.python from
         # spark-defaults.conf is read through the JVM the gateway starts with.
@@ -148,6 +149,21 @@ def spark_session(master: str | None, app: str = "fhir-matcher"):
     session.sparkContext.setLogLevel("WARN" if log.isEnabledFor(logging.DEBUG) else "OFF")
     ship_package(session.sparkContext)
     return session
+
+
+def _quiet_startup() -> None:
+    """Without -v, and unless the user configured Spark's logging, the JVM this process starts
+    logs errors only (cron mails every line a -q run prints)."""
+    from pyspark import SparkContext
+
+    if log.isEnabledFor(logging.DEBUG) or SparkContext._gateway is not None or "log4j" in os.environ.get("SPARK_SUBMIT_OPTS", ""):
+        return
+    home = os.environ.get("SPARK_HOME") or str(Path(__import__("pyspark").__file__).parent)
+    conf_dir = Path(os.environ.get("SPARK_CONF_DIR") or Path(home) / "conf")
+    if (conf_dir / "log4j2.properties").exists():
+        return
+    quiet = Path(__file__).with_name("spark-log4j2.properties")
+    os.environ["SPARK_SUBMIT_OPTS"] = f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} -Dlog4j2.configurationFile={quiet.as_uri()}".strip()
 
 
 def ship_package(sc: Any) -> None:
