@@ -11,6 +11,10 @@ each in a fresh `fhir-matcher screen` process:
   together  all ten with --trials DIR (one read).
 Target (issue 13): together costs at most 1.3x the requests and 1.5x the time of the costliest
 trial alone; and each trial's screening.ndjson is identical either way.
+
+With --nightly the same comparison runs `fhir-matcher nightly` (a state file per run): the
+first (full) night, then a second night with nothing changed. Together runs first, so the
+nights alone find every ResearchSubject already written: the comparison favours them.
 """
 
 from __future__ import annotations
@@ -64,6 +68,34 @@ def screen(url: str, out: Path, trial_args: list[str], workers: int) -> tuple[fl
     return wall, json.loads((out / "run.json").read_text(encoding="utf-8"))
 
 
+def nightly(url: str, out: Path, state: Path, trial_args: list[str], workers: int) -> tuple[float, dict]:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fhir_matcher", "nightly", "--server", url, "--state", str(state), "--as-of", AS_OF, "--out", str(out), "-q",
+                    "--workers", str(workers), "--overlap", "0", *trial_args], check=False)
+    wall = time.perf_counter() - t
+    return wall, json.loads((out / "run.json").read_text(encoding="utf-8"))
+
+
+def bench_nightly(url: str, work: Path, trials: list[Path], workers: int) -> None:
+    """First and second night, together then each alone."""
+    rows = []
+    for night in (1, 2):
+        wall, run = nightly(url, work / f"n{night}-together", work / "together.sqlite", ["--trials", str(work / "trials")], workers)
+        rows.append((night, "together", wall, run["http"]["requests"], run["re_evaluated"]))
+    for f in trials:
+        for night in (1, 2):
+            wall, run = nightly(url, work / f"n{night}-{f.stem}", work / f"{f.stem}.sqlite", ["--trial", str(f)], workers)
+            rows.append((night, f.stem, wall, run["http"]["requests"], run["re_evaluated"]))
+    print(f"\n{'night':<6} {'trials':<22} {'wall s':>7} {'requests':>9} {'re-evaluated':>12}")
+    for night, name, wall, req, n in rows:
+        print(f"{night:<6} {name:<22} {wall:7.1f} {req:9d} {n:12d}")
+    for night in (1, 2):
+        together = next(r for r in rows if r[0] == night and r[1] == "together")
+        alone = [r for r in rows if r[0] == night and r[1] != "together"]
+        print(f"night {night}: together / costliest alone {together[3] / max(r[3] for r in alone):.2f}x requests, "
+              f"{together[2] / max(r[2] for r in alone):.2f}x wall time; together / all one by one {together[3] / sum(r[3] for r in alone):.2f}x requests")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--patients", type=int, default=2000)
@@ -71,6 +103,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--runs", type=int, default=1, help="runs of each screen (median wall time)")
     ap.add_argument("--url", default=None, help="an already loaded server (skips start and load)")
+    ap.add_argument("--nightly", action="store_true", help="compare nightly runs (first and second night) instead of screens")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fm-bench-portfolio-"))
     server = None
@@ -88,6 +121,9 @@ def main() -> None:
     try:
         trials = write_portfolio(work / "trials")
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores; workers {args.workers}; {len(trials)} trials")
+        if args.nightly:
+            bench_nightly(url, work, trials, args.workers)
+            return
         alone = {}
         for f in trials:
             walls, run = [], {}

@@ -19,7 +19,7 @@ from .nightly.state import State, StateError, StateLocked
 from .outputs.files import write_outputs, write_private, write_run_json
 from .outputs.match import match_bundle, match_reason
 from .outputs.portfolio import write_portfolio
-from .outputs.terminal import Progress, summary_text
+from .outputs.terminal import Progress, night_text, summary_text
 from .criteria.cohort import needed_types
 from .rest.auth import AuthError, default_scope
 from .rest.auth import from_config as auth_from_config
@@ -43,6 +43,7 @@ from .trial import TrialError, default_trial_path, load_trials
 from . import trial_commands
 from .terminology import commands as valuesets_commands
 from .sources.patients import resolve_patient_list
+from .web import commands as web_commands
 
 log = logging.getLogger("fhir_matcher")
 
@@ -134,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--out", type=Path, default=None, help="output folder (or [output] dir)")
     n.add_argument("--as-of", type=_as_of, default=None, help="evaluation date YYYY-MM-DD (default: today)")
     n.add_argument("--config", type=Path, default=None, help="TOML settings file; flags override it")
-    n.add_argument("--trial", type=Path, default=None, help="trial definition TOML (or [trial] path)")
+    n.add_argument("--trial", type=Path, action="append", default=None, help="trial definition TOML (repeatable; or [trial] path)")
+    n.add_argument("--trials", type=Path, default=None, metavar="DIR", help="every trial definition (*.toml) in this folder (or [trial] dir)")
     n.add_argument("--full", action="store_true", help="re-screen every cohort patient, not only what changed")
     _list_options(n)
     n.add_argument("--bulk-group", default=None, metavar="ID", help="screen Group/ID's members, read with Group/ID/$export (changes: $export?_since=)")
@@ -162,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     valuesets_commands.add_parser(sub, _server_options, _verbosity)
     vp = sub.choices["valuesets"]
     vp.epilog, vp.formatter_class = _exit_epilog(0, 1, 2, 130), argparse.RawDescriptionHelpFormatter
+    web_commands.add_parsers(sub, _verbosity)
     return p
 
 
@@ -376,12 +379,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"nightly needs {', '.join(missing)} (as flags or in --config)")
     trials = _trials(args, config)
-    if len(trials) > 1:
-        raise UserError(f"nightly keeps one trial per state file: {len(trials)} trials given; schedule one nightly per trial, each with its own --state")
-    trial = trials[0]
     as_of = args.as_of or date.today()
-    tx = _tx_matcher(args, config, trial, server)
-    client = FhirClient(server, _transport(args, config, server, default_scope(needed_types(trial), write=True)))
+    txs = {t.id: _tx_matcher(args, config, t, server) for t in trials}
+    client = FhirClient(server, _transport(args, config, server, default_scope(set().union(*(needed_types(t) for t in trials)), write=True)))
     workers = int(setting(args, config, "workers", "server", "workers", 4))
     tag = setting(args, config, "tag", "server", "tag") or None
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -393,8 +393,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                                                 bulk_group=setting(args, config, "bulk_group", "server", "bulk_group"))
                 if patients is not None:
                     patients.poll_max = args.bulk_poll_max
-                report = run_night(client, trial, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),
-                                   patients=patients)
+                report = run_night(client, trials, state, Path(out), as_of, workers=workers, tag=tag, full=args.full, overlap=timedelta(seconds=args.overlap),
+                                   patients=patients, terminology=next((tx.tx.base for tx in txs.values() if tx), ""))
             except (FhirError, TransportError, OSError) as e:
                 state.record_failure(started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), as_of=as_of, error=str(e))
                 raise UserError(f"nightly run failed, nothing recorded as done (the next run redoes it): {e}") from None
@@ -403,20 +403,17 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     except StateError as e:
         raise UserError(str(e)) from None
-    if tx:  # the night's run.json, with the terminology server's part
-        report.summary["terminology"] = tx.summary()
-        write_run_json(Path(out), report.summary)
+    if any(txs.values()):  # the night's run.json, with the terminology server's part
+        for tid, tx in txs.items():
+            if tx:
+                part = report.trials.get(tid, report)
+                part.summary["terminology"] = tx.summary()
+                write_run_json(Path(out) / tid if report.trials else Path(out), part.summary)
+        if report.trials:
+            report.summary["terminology"] = {tid: tx.summary() for tid, tx in txs.items() if tx}
+            write_run_json(Path(out), report.summary)
     if not args.quiet:
-        s = report.summary
-        print(summary_text(trial, report.results, s["errors"], [
-            f"Night {s['as_of']} ({s['mode']}{', ' + s['full_because'] if s['full_because'] else ''}): "
-            f"{s['re_evaluated']} re-evaluated, {s['new_candidates']} new candidate(s), {s['dropped']} dropped, {s['written']} ResearchSubject(s) written",
-            f"People's decisions on the server: {sum(s['decisions'].values())}"
-            + (f" ({', '.join(f'{n} {st}' for st, n in s['decisions'].items())})" if s["decisions"] else "")
-            + f"; needs review: {len(s['needs_review'])}" + (" (see report.html; a Task on the server each)" if s["needs_review"] else ""),
-            f"HTTP: {s['http']['requests']} requests, {s['http']['bytes'] / 1e6:.2f} MB read; {s['duration_s']:.1f} s",
-            f"Wrote report.html, report.csv, screening.ndjson, research-subjects.json, run.json to {out}",
-        ]))
+        print(night_text(trials, report, out))
     return EXIT_DATA_PROBLEMS if report.summary["errors"] else 0
 
 
@@ -435,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
         return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": trial_commands.run, "match": cmd_match,
-                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport)}[args.command](args)
+                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport), **web_commands.COMMANDS}[args.command](args)
     except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2

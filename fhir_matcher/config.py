@@ -48,6 +48,10 @@ KNOWN = {
     "windows": None,
     "output": {"dir", "state"},
     "terminology": {"url", "auth"},  # a terminology server; [terminology.auth] takes the [auth] settings
+    "web": {"host", "port", "insecure_cookies", "session_idle_minutes", "session_max_hours", "secret_file", "secret_env", "public_url"},  # serve
+    "smart": {"client_id", "client_secret_file", "client_secret_env", "client_secret", "redirect_uri", "scope", "role"},  # serve: web/smart.py
+    "oidc": {"issuer", "client_id", "client_secret_file", "client_secret_env", "client_secret", "redirect_uri", "scope",
+             "role_claim", "coordinator_values", "name_claim", "role", "name"},  # serve: web/oidc.py (client_secret is refused there)
 }
 
 

@@ -168,7 +168,7 @@ def test_decisions_of_every_kind_survive_nights_new_data_time_full_and_trial_cha
     trial = tmp_path / "trial.toml"
     trial.write_text((ROOT / "fhir_matcher" / "trials" / "cd19-baff-car-t.toml").read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     summary, rows, _ = nights(later, "--trial", str(trial))
-    assert summary["full_because"] == "the trial definition or a value set changed"
+    assert summary["full_because"] == "the trial definition, a value set or the terminology server changed"
     assert {p: statuses(base)[p] for p in decided} == decided
     assert {p: subjects(base)[p]["meta"]["versionId"] for p in decided} == versions
 
@@ -190,9 +190,9 @@ def test_decisions_of_every_kind_survive_nights_new_data_time_full_and_trial_cha
 
     # The state remembers each decision with the day it was first seen, and an audit trail.
     with State(nights.state) as state:
-        seen = state.decisions()
+        seen = state.decisions("cd19-baff-car-t")
         assert seen[on_study].status == "on-study" and seen[on_study].first_seen_on == START + timedelta(days=1)
-        trail = state.audit(declined)
+        trail = state.audit("cd19-baff-car-t", declined)
         assert [(a.before, a.after, a.actor) for a in trail if a.source == "server"][:2] == [
             ("candidate", "not-registered", "seen on server"), ("not-registered", rows[declined]["status"], "seen on server")]
 
@@ -240,7 +240,7 @@ def test_a_contradiction_raises_one_review_closed_when_the_data_no_longer_contra
     assert summary["reviews_opened"] == 0 and summary["reviews_closed"] == 0
     assert len([t for t in review_tasks(base) if t["for"]["reference"] == patient]) == 1
     with State(nights.state) as state:
-        [episode] = [r for r in state.reviews() if r.patient == patient]
+        [episode] = [r for r in state.reviews("cd19-baff-car-t") if r.patient == patient]
         assert episode.closed_on == day + timedelta(days=2) and episode.task == f"Task/{task['id']}"
 
 
@@ -267,7 +267,7 @@ def test_a_review_a_person_closed_is_not_raised_again(server, nights):
 def test_an_edit_between_read_and_write_is_not_lost(server, nights, monkeypatch):
     """The matcher reads a candidate, a coordinator saves it as eligible, the matcher's
     If-Match write is refused (HAPI: 409; FHIR: 412): it reads again and leaves it."""
-    from fhir_matcher.outputs import writeback
+    from fhir_matcher.nightly import job
 
     base = server.base_url
     day = START + timedelta(days=80)
@@ -276,14 +276,14 @@ def test_an_edit_between_read_and_write_is_not_lost(server, nights, monkeypatch)
     put(base, {"resourceType": "Condition", "id": f"{patient.split('/')[1]}-epilepsy", "subject": {"reference": patient}, "meta": {"tag": [tag()]},
                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "G40.9"}]}, "onsetDateTime": day.isoformat()})
-    original = writeback.WriteBack.subjects
+    original = job.subjects_of
 
-    def read_then_person_edits(self, study):
-        found = original(self, study)
+    def read_then_person_edits(client, studies):
+        found = original(client, studies)
         set_status(base, patient, "eligible")  # after our read, before our write
         return found
 
-    monkeypatch.setattr(writeback.WriteBack, "subjects", read_then_person_edits)
+    monkeypatch.setattr(job, "subjects_of", read_then_person_edits)
     summary, rows, _ = nights(day)
     monkeypatch.undo()
     assert rows[patient]["status"] == "ineligible"  # the matcher wanted to write ineligible
@@ -315,11 +315,11 @@ def test_a_server_without_versioned_updates_is_named_and_read_again_before_each_
                 res["versioning"] = "no-version"
         return writeback.version_check(cs)
 
-    original = writeback.WriteBack.subjects
+    original = job.subjects_of
     sent = []
 
-    def read_then_person_edits(self, study):
-        found = original(self, study)
+    def read_then_person_edits(client, studies):
+        found = original(client, studies)
         set_status(base, patient, "screening")
         return found
 
@@ -330,7 +330,7 @@ def test_a_server_without_versioned_updates_is_named_and_read_again_before_each_
         return original_tx(self, bundle)
 
     monkeypatch.setattr(job, "version_check", no_versioning)
-    monkeypatch.setattr(writeback.WriteBack, "subjects", read_then_person_edits)
+    monkeypatch.setattr(job, "subjects_of", read_then_person_edits)
     monkeypatch.setattr(job.FhirClient, "transaction", record)
     summary, rows, _ = nights(day)
     monkeypatch.undo()
@@ -449,6 +449,7 @@ def test_a_state_file_from_before_decisions_is_migrated(tmp_path):
     db = sqlite3.connect(path)
     db.executescript(V1_SCHEMA)
     db.execute("INSERT INTO meta VALUES ('trial_digest', 'abc')")
+    db.execute("INSERT INTO meta VALUES ('trial', 't1')")
     db.execute("INSERT INTO runs (started_at, finished_at, as_of, server_time, ok, summary) VALUES ('2026-11-24T02:30:00+00:00', '2026-11-24T02:31:00+00:00', '2026-11-24', '2026-11-24T02:30:00+00:00', 1, '{}')")
     db.execute("INSERT INTO patients VALUES ('Patient/a', 'candidate', 'd1', NULL, '2026-11-24', '{\"criteria\": {}}', 'candidate', 'w1')")
     db.commit()
@@ -456,14 +457,15 @@ def test_a_state_file_from_before_decisions_is_migrated(tmp_path):
     with State(path) as state:
         assert state.meta("trial_digest") == "abc"
         assert state.last_success().as_of == date(2026, 11, 24)
-        assert state.patients()["Patient/a"].written_status == "candidate"
-        assert state.decisions() == {} and state.reviews() == [] and state.audit() == []
+        assert state.patients("t1")["Patient/a"].written_status == "candidate"
+        assert state.decisions("t1") == {} and state.reviews("t1") == [] and state.audit() == []
+        assert state.trials()["t1"].digest == "abc"  # the trial it kept is the portfolio's one trial
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"meta", "runs", "patients", "decisions", "reviews", "audit"}
     db.close()
     with State(path) as state:  # opening again changes nothing
-        assert state.patients()["Patient/a"].digest == "d1"
+        assert state.patients("t1")["Patient/a"].digest == "d1"
 
 
 def test_who_owns_a_status(trial):

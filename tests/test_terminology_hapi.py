@@ -157,3 +157,10 @@ def test_nightly_with_tx(tx, hapi, tmp_path):
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert run["terminology"]["codes_matched"] == 1 and run["terminology"]["http"]["requests"] > 0
     assert run["written"] == 1
+    # The next night without the terminology server screens in full: its answers were part of the results.
+    code = main(["nightly", "--server", hapi.base_url, "--state", str(tmp_path / "state.sqlite"), "--out", str(tmp_path / "night2"),
+                 "--as-of", "2026-11-25", "--tag", TAG, "--trial", str(DATA / "trial.toml"), "-q"])
+    assert code == 0
+    night2 = json.loads((tmp_path / "night2" / "run.json").read_text(encoding="utf-8"))
+    assert night2["full_because"] == "the trial definition, a value set or the terminology server changed"
+    assert f"Patient/{prefix}new" not in rows(tmp_path / "night2") or rows(tmp_path / "night2")[f"Patient/{prefix}new"]["status"] != "candidate"

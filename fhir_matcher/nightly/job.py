@@ -24,19 +24,23 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ..criteria.cohort import read_plan
+from ..criteria.cohort import cohort_valuesets, in_cohort, read_plan
 from ..criteria.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
-from ..outputs.files import write_outputs, write_run_json
-from ..outputs.reviews import Reviews, ServerTask, review_identifier
-from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, subject_reason, version_check
+from ..outputs.files import write_outputs, write_private, write_run_json
+from ..outputs.portfolio import portfolio_html
+from ..outputs.reviews import Reviews, ServerTask, review_identifier, review_tasks
+from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, ensure_studies, subject_reason, subjects_of, version_check
+from ..fhirjson import Json
 from ..rest.client import FhirClient
 from ..sources.patients import PatientList, PatientListSource
 from ..sources.rest import RestSource
+from ..record import PatientRecord
+from ..screen import condition_codes
 from ..trial import Trial
 from .decisions import DECISION_ORDER, GOING_AHEAD, Contradiction, ServerSubject, contradiction, decision_of, ours_of
-from .state import AuditEntry, Decision, PatientState, Review, State
+from .state import AuditEntry, Decision, LastRun, PatientState, Review, State, TrialRow
 
 log = logging.getLogger("fhir_matcher")
 
@@ -48,13 +52,35 @@ class NightReport:
     summary: dict[str, Any]
     results: list[PatientResult]
     changes: dict[str, str] = field(default_factory=dict)
+    trials: dict[str, "NightReport"] = field(default_factory=dict)  # a portfolio: each trial's own
 
 
-def trial_digest(trial: Trial) -> str:
-    """Changes when the trial file or any value set changes (then every result may change)."""
+@dataclass
+class TrialNight:
+    """One trial's part of a night: what the state and the server know, and whom to read."""
+
+    trial: Trial
+    digest: str
+    why_full: str | None
+    row: TrialRow | None
+    known: dict[str, PatientState]
+    listed: dict[str, PatientState]
+    known_decisions: dict[str, Decision]
+    wb: WriteBack
+    study: str = ""
+    on_server: dict[str, list[ServerSubject]] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+    changed_count: int = 0
+
+
+def trial_digest(trial: Trial, terminology: str = "") -> str:
+    """Changes when the trial file, any value set, or the terminology server changes (then
+    every result may change)."""
     h = hashlib.sha256(trial.path.read_bytes())
     for vs_id in sorted(trial.valuesets.valuesets):
         h.update(json.dumps(trial.valuesets.valuesets[vs_id], sort_keys=True).encode())
+    if terminology:
+        h.update(f"terminology server {terminology}".encode())
     return h.hexdigest()[:16]
 
 
@@ -76,9 +102,13 @@ def _server_instant(client: FhirClient) -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _pid(key: str) -> str:
+    return key.split("/", 1)[1]
+
+
 def run_night(
     client: FhirClient,
-    trial: Trial,
+    trials: Trial | Sequence[Trial],
     state: State,
     out: Path,
     as_of: date,
@@ -88,67 +118,233 @@ def run_night(
     full: bool = False,
     overlap: timedelta = OVERLAP,
     patients: PatientList | None = None,
+    terminology: str = "",
 ) -> NightReport:
-    """One night. ``patients``: screen only this list (--group, --patients, --bulk-group), with
-    patient-scoped searches; members who left the list are no longer screened (their
-    ResearchSubjects stay as they are), new members are screened."""
+    """One night for one trial or a portfolio, on one read of the server.
+
+    Each trial decides on its own whether it needs a full screen (new in the portfolio, its
+    definition changed) or only what changed; the patients every trial needs are read once,
+    with the resource types of all of them. ``patients``: screen only this list (--group,
+    --patients, --bulk-group), with patient-scoped searches; members who left the list are no
+    longer screened (their ResearchSubjects stay as they are), new members are screened.
+    ``terminology``: the terminology server codes are also checked on (``--tx``); using one,
+    or another, can change results, so it is part of each trial's digest. With several trials, ``out/<trial id>/`` holds each trial's usual files, ``out/run.json``
+    the totals and ``out/portfolio.html`` the overview."""
+    portfolio = [trials] if isinstance(trials, Trial) else list(trials)
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    plan = read_plan(trial)
+    plan = read_plan(portfolio)
     source = RestSource(client, plan, workers=workers, tag=tag) if patients is None else PatientListSource(client, plan, patients, workers=workers, tag=tag)
     source.check_server()
     night_start = _server_instant(client)
 
-    known = state.patients()
     members = set(patients.ids) if patients else None
-    listed = known if members is None else {k: p for k, p in known.items() if k.split("/", 1)[1] in members}
     previous = set(json.loads(state.meta("patient_list_members") or "[]"))
     last = state.last_success()
-    digest = trial_digest(trial)
-    why_full = None
-    if full:
-        why_full = "asked for (--full)"
-    elif last is None:
-        why_full = "first night"
-    elif state.meta("trial_digest") != digest:
-        why_full = "the trial definition or a value set changed"
-    elif state.meta("server") != client.base:
-        why_full = "the server changed"
-    elif (state.meta("patient_list") or "") != (patients.origin if patients else ""):
-        why_full = "the patient list changed (--group, --patients, --bulk-group)"
-    elif as_of < last.as_of:
-        why_full = f"as-of {as_of} is before the last night's {last.as_of}"
-    elif not last.server_time:
-        why_full = "the last night left no server time"
+    why_all = _why_full_all(state, client, patients, last, as_of, full)
+    rows = state.trials(active_only=False)
+    check = version_check(client.capability or {})
 
-    wb = WriteBack(client, trial)
-    wb.check = version_check(client.capability or {})
-    study = wb.ensure_study()
-    # The study's subjects as the server holds them now: what people decided since the last
-    # night, and the versions every write is checked against.
-    on_server = wb.subjects(study)
-    known_decisions = state.decisions()
-    if why_full:
-        ids = set(source.cohort()) | {k.split("/", 1)[1] for k in listed} | {k.split("/", 1)[1] for k in on_server}
-        changed_count = len(ids)
-    else:
+    studies = ensure_studies(client, portfolio)  # one transaction for the portfolio
+    # The studies' subjects as the server holds them now: what people decided since the last
+    # night, and the versions every write is checked against (one search for all trials).
+    on_server = subjects_of(client, list(studies.values()))
+    nights: list[TrialNight] = []
+    for trial in portfolio:
+        digest = trial_digest(trial, terminology)
+        row = rows.get(trial.id)
+        known = state.patients(trial.id)
+        why = why_all
+        if why is None:
+            if row is None:
+                why = "the trial is new in the portfolio"
+            elif not row.active:
+                why = "the trial is back in the portfolio"
+            elif row.digest != digest:
+                why = "the trial definition, a value set or the terminology server changed"
+        listed = known if members is None else {k: p for k, p in known.items() if _pid(k) in members}
+        wb = WriteBack(client, trial)
+        wb.check = check
+        night = TrialNight(trial, digest, why, row, known, listed, state.decisions(trial.id), wb, studies[trial.id], on_server[studies[trial.id]])
+        nights.append(night)
+
+    full_nights = [n for n in nights if n.why_full]
+    if full_nights:
+        cohort = set(_cohort(source, [n.trial for n in full_nights], patients))
+        for n in full_nights:
+            n.ids = cohort | {_pid(k) for k in n.listed} | {_pid(k) for k in n.on_server}
+            n.changed_count = len(n.ids)
+    incremental = [n for n in nights if not n.why_full]
+    if incremental:
+        assert last is not None and last.server_time
         since = (datetime.fromisoformat(last.server_time) - overlap).strftime("%Y-%m-%dT%H:%M:%SZ")
         if isinstance(source, PatientListSource):
             source.previous = previous  # new members are screened in full
-            source.evidence = {k.split("/", 1)[1]: [e for c in p.result["criteria"].values() for e in c.get("evidence", [])] for k, p in listed.items()}
+            source.evidence = {}
+            for n in incremental:
+                for k, p in n.listed.items():
+                    source.evidence.setdefault(_pid(k), []).extend(e for c in p.result["criteria"].values() for e in c.get("evidence", []))
         changed, entering = source.changes_since(since)
-        known_ids = {k.split("/", 1)[1] for k in listed}
-        due = {k.split("/", 1)[1] for k, p in listed.items() if p.recheck_on is not None and p.recheck_on <= as_of}
-        decided_unknown = {k.split("/", 1)[1] for k, subs in on_server.items() if k not in known and decision_of(subs)}
+        for n in incremental:
+            known_ids = {_pid(k) for k in n.listed}
+            due = {_pid(k) for k, p in n.listed.items() if p.recheck_on is not None and p.recheck_on <= as_of}
+            decided_unknown = {_pid(k) for k, subs in n.on_server.items() if k not in n.known and decision_of(subs)}
+            if members is not None:
+                decided_unknown &= members
+            n.ids = (changed & known_ids) | entering | due | decided_unknown
+            n.changed_count = len(changed & (known_ids | entering))
+    for n in nights:
         if members is not None:
-            decided_unknown &= members
-        ids = (changed & known_ids) | entering | due | decided_unknown
-        changed_count = len(changed & (known_ids | entering))
-    if members is not None:
-        ids &= members  # a patient who left the list is not read again
-    source.fetch(sorted(ids))
+            n.ids &= members  # a patient who left the list is not read again
+    source.fetch(sorted(set().union(*(n.ids for n in nights))))
     fresh = {r.key: r for r in source.builder.records()}
-    evaluated = {key: evaluate(rec, trial, as_of) for key, rec in fresh.items()}
+    source_problems = [str(p) for p in source.builder.problems] + source.notes
+
+    many = len(nights) > 1
+    tasks = review_tasks(client)  # every trial's review Tasks, one search
+    reports: dict[str, NightReport] = {}
+    state_rows: list[PatientState] = []
+    decisions: dict[str, list[Decision]] = {}
+    reviews: list[Review] = []
+    audit: list[AuditEntry] = []
+    trial_rows: list[TrialRow] = []
+    for n in nights:
+        records = {k: fresh[k] for k in sorted(f"Patient/{i}" for i in n.ids) if k in fresh}
+        if many:  # another trial's cohort is not this one's: keep what this trial would read alone
+            gates = cohort_valuesets(n.trial)
+            if gates:
+                records = {k: r for k, r in records.items()
+                           if k in n.listed or k in n.on_server or in_cohort(n.trial, condition_codes(r), gates)}
+        folder = out / n.trial.id if many else out
+        report, part = _finish_trial(n, records, state, folder, as_of, client, source_problems, night_start, patients, members, previous,
+                                     getattr(source, "limits", None), tasks)
+        reports[n.trial.id] = report
+        state_rows += part["patients"]
+        decisions[n.trial.id] = part["decisions"]
+        reviews += part["reviews"]
+        audit += part["audit"]
+        trial_rows.append(TrialRow(n.trial.id, n.trial.title, str(n.trial.path), n.digest, n.row.added_on if n.row and n.row.active else as_of, as_of))
+    removed = sorted(t for t, r in rows.items() if r.active and t not in reports)
+
+    duration = round(time.monotonic() - started, 3)
+    if many:
+        summary = _portfolio_summary(reports, client, as_of, removed, duration)
+        if patients is not None:
+            summary["patient_list"] = patients.origin
+        write_run_json(out, summary)
+        write_private(out / "portfolio.html", portfolio_html([_Screened(n.trial, reports[n.trial.id].results) for n in nights], as_of, client.base))
+    else:
+        summary = reports[portfolio[0].id].summary
+        summary["duration_s"] = duration
+        if removed:
+            summary["trials_removed"] = removed
+        write_run_json(out, summary)
+    state.commit_run(
+        trials=trial_rows,
+        patients=state_rows,
+        meta={"server": client.base, "trial": ",".join(t.id for t in portfolio),
+              "patient_list": patients.origin if patients else "", "patient_list_members": json.dumps(sorted(members)) if patients else ""},
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        as_of=as_of,
+        server_time=night_start.isoformat(),
+        summary={k: v for k, v in summary.items() if k != "problems"},
+        decisions=decisions,
+        reviews=reviews,
+        audit=audit,
+        removed=removed,
+    )
+    if many:
+        return NightReport(summary, [], {}, reports)
+    return reports[portfolio[0].id]
+
+
+@dataclass
+class _Screened:
+    """What the portfolio page reads of a trial's night."""
+
+    trial: Trial
+    results: list[PatientResult]
+    outside: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for r in self.results if r.status == s) for s in STATUSES}
+
+
+def _why_full_all(state: State, client: FhirClient, patients: PatientList | None, last: LastRun | None, as_of: date, full: bool) -> str | None:
+    """A reason every trial of the night is screened in full, or None."""
+    if full:
+        return "asked for (--full)"
+    if last is None:
+        return "first night"
+    if state.meta("server") != client.base:
+        return "the server changed"
+    if (state.meta("patient_list") or "") != (patients.origin if patients else ""):
+        return "the patient list changed (--group, --patients, --bulk-group)"
+    if as_of < last.as_of:
+        return f"as-of {as_of} is before the last night's {last.as_of}"
+    if not last.server_time:
+        return "the last night left no server time"
+    return None
+
+
+def _cohort(source: RestSource, trials: list[Trial], patients: PatientList | None) -> list[str]:
+    """The cohort of the trials screened in full, found with their gates only (a trial added
+    to the portfolio does not read the other trials' cohorts again)."""
+    if patients is not None and patients.bulk:
+        return source.cohort()  # a Group export reads every type the portfolio needs at once
+    whole = source.plan
+    source.plan = read_plan(trials)
+    try:
+        return source.cohort()
+    finally:
+        source.plan = whole
+
+
+def _portfolio_summary(reports: dict[str, NightReport], client: FhirClient, as_of: date, removed: list[str], duration: float) -> dict[str, Any]:
+    per = {t: {k: r.summary[k] for k in ("mode", "full_because", "screened", "re_evaluated", "changed", "new_candidates", "dropped", "written", "statuses",
+                                         "decisions", "reviews_opened", "reviews_closed", "conflicts")}
+           | {"needs_review": len(r.summary["needs_review"])} for t, r in reports.items()}
+    problems = list(dict.fromkeys(p for r in reports.values() for p in r.summary["problems"]))
+    first = next(iter(reports.values())).summary
+    return {
+        "command": "nightly",
+        "trials": per,
+        "trials_removed": removed,
+        "as_of": as_of.isoformat(),
+        "server": client.base,
+        "mode": "full" if all(r.summary["mode"] == "full" for r in reports.values()) else
+                ("incremental" if all(r.summary["mode"] == "incremental" for r in reports.values()) else "mixed"),
+        "re_evaluated": sum(r.summary["re_evaluated"] for r in reports.values()),
+        "new_candidates": sum(r.summary["new_candidates"] for r in reports.values()),
+        "written": sum(r.summary["written"] for r in reports.values()),
+        "version_check": first["version_check"],
+        "versioned_updates": first["versioned_updates"],
+        "errors": len(problems),
+        "problems": problems,
+        "http": client.transport.cost.to_json(),
+        "duration_s": duration,
+    }
+
+
+def _finish_trial(
+    n: TrialNight,
+    records: dict[str, PatientRecord],
+    state: State,
+    out: Path,
+    as_of: date,
+    client: FhirClient,
+    source_problems: list[str],
+    night_start: datetime,
+    patients: PatientList | None,
+    members: set[str] | None,
+    previous: set[str],
+    limits: Any = None,
+    tasks: list[Json] | None = None,
+) -> tuple[NightReport, dict[str, list]]:
+    """Evaluate one trial's patients, write back, follow decisions and reviews, write its files."""
+    trial, known, listed, why_full, on_server, wb = n.trial, n.known, n.listed, n.why_full, n.on_server, n.wb
+    evaluated = {key: evaluate(rec, trial, as_of) for key, rec in records.items()}
     # A known patient the server no longer returns (deleted) keeps its last result.
 
     results: dict[str, PatientResult] = {k: _from_state(p) for k, p in listed.items()}
@@ -195,10 +391,13 @@ def run_night(
                     to_write.append(item)
         if key in evaluated or status:
             w_digest = hashlib.sha256(f"{status}|{reason}".encode()).hexdigest()[:16] if status else None
+            first_seen = before.first_seen_on if before and before.first_seen_on else as_of
+            changed_on = as_of if before is None or before.status != r.status else before.changed_on
             new_state.append(PatientState(key, r.status, result_digest(r), r.recheck_on, as_of if key in evaluated else before.evaluated_as_of,
                                           {"criteria": r.criteria_json()},
-                                          status or (before.written_status if before else None), w_digest or (before.written_digest if before else None)))
-    written = wb.write(study, to_write)
+                                          status or (before.written_status if before else None), w_digest or (before.written_digest if before else None),
+                                          first_seen, changed_on, trial.id))
+    written = wb.write(n.study, to_write)
     now_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
     audit: list[AuditEntry] = []
     written_status = {}
@@ -209,7 +408,7 @@ def run_night(
         written_status[key] = item.status
         if item.current is None or item.current.status != item.status:
             audit.append(AuditEntry(now_iso, key, item.current.ref if item.current else None, "fhir-matcher", "nightly",
-                                    item.current.status if item.current else None, item.status, item.reason))
+                                    item.current.status if item.current else None, item.status, item.reason, trial=trial.id))
     for key, subject in wb.turned.items():  # decided by a person between our read and our write
         on_server[key] = [s for s in on_server.get(key, []) if s.id != subject.id] + ([subject] if subject.status != "deleted" else [])
 
@@ -221,24 +420,24 @@ def run_night(
         if d is None:
             continue
         decided[key] = d
-        prev = known_decisions.get(key)
+        prev = n.known_decisions.get(key)
         if prev and prev.status == d.status and prev.subject == d.ref:
-            decisions[key] = Decision(key, d.ref, d.status, prev.changed_at, prev.first_seen_on, prev.first_seen_at, as_of, d.version)
+            decisions[key] = Decision(key, d.ref, d.status, prev.changed_at, prev.first_seen_on, prev.first_seen_at, as_of, d.version, trial.id)
             continue
-        decisions[key] = Decision(key, d.ref, d.status, d.last_updated, as_of, now_iso, as_of, d.version)
+        decisions[key] = Decision(key, d.ref, d.status, d.last_updated, as_of, now_iso, as_of, d.version, trial.id)
         was = prev.status if prev else (known[key].written_status if key in known else None)
         audit.append(AuditEntry(d.last_updated or now_iso, key, d.ref, "seen on server", "server", was, d.status,
-                                "set on the server by a person (seen by the nightly job)"))
+                                "set on the server by a person (seen by the nightly job)", trial=trial.id))
         if key not in changes:
             changes[key] = f"{d.status} (set by a person)"
-    for key, prev in known_decisions.items():  # a person moved a subject back to the matcher
+    for key, prev in n.known_decisions.items():  # a person moved a subject back to the matcher
         if key in results and key not in decisions:
             audit.append(AuditEntry(now_iso, key, prev.subject, "seen on server", "server", prev.status,
-                                    written_status.get(key) or _matcher_status(on_server.get(key, [])), "the decision was taken back on the server"))
+                                    written_status.get(key) or _matcher_status(on_server.get(key, [])), "the decision was taken back on the server", trial=trial.id))
 
     # Reviews: a going-ahead decision the data now contradicts, raised once as a Task.
     reviews = Reviews(client, trial, wb.check)
-    needs_review, reviewed, review_rows = _reviews(trial, reviews, state, results, decided, decisions, as_of, night_start)
+    needs_review, reviewed, review_rows = _reviews(trial, reviews, state, results, decided, decisions, as_of, night_start, tasks)
 
     server_view = {}
     for key in results:
@@ -255,7 +454,7 @@ def run_night(
         server_view[item["patient"]]["review"] = item["task"]
 
     ordered = [results[k] for k in sorted(results)]
-    problems = [str(p) for p in source.builder.problems] + source.notes + wb.problems
+    problems = source_problems + wb.problems
     summary = {
         "command": "nightly",
         "trial": trial.id,
@@ -265,7 +464,7 @@ def run_night(
         "full_because": why_full,
         "screened": len(ordered),
         "re_evaluated": len(evaluated),
-        "changed": changed_count,
+        "changed": n.changed_count,
         "new_candidates": new_candidates,
         "dropped": dropped,
         "written": written,
@@ -282,27 +481,14 @@ def run_night(
         "errors": len(problems),
         "problems": problems,
         "http": client.transport.cost.to_json(),
-        "duration_s": round(time.monotonic() - started, 3),
     }
-    if patients is not None:
+    if patients is not None and members is not None:
         summary.update({"patient_list": patients.origin, "members": len(members), "joined_list": len(members - previous) if previous else len(members),
-                        "left_list": len(previous - members), "limits": source.limits})
+                        "left_list": len(previous - members), "limits": limits})
     write_outputs(out, trial, ordered, as_of, client.base, problems, changes, subjects=server_view, needs_review=needs_review, reviewed=reviewed)
     write_run_json(out, summary)
-    state.commit_run(
-        patients=new_state,
-        meta={"trial_digest": digest, "server": client.base, "trial": trial.id,
-              "patient_list": patients.origin if patients else "", "patient_list_members": json.dumps(sorted(members)) if patients else ""},
-        started_at=started_at,
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        as_of=as_of,
-        server_time=night_start.isoformat(),
-        summary={k: v for k, v in summary.items() if k != "problems"},
-        decisions=decisions.values(),
-        reviews=review_rows,
-        audit=audit,
-    )
-    return NightReport(summary, ordered, changes)
+    part: dict[str, list] = {"patients": new_state, "decisions": list(decisions.values()), "reviews": review_rows, "audit": audit}
+    return NightReport(summary, ordered, changes), part
 
 
 def why_full_server_changed(why_full: str | None) -> bool:
@@ -330,6 +516,7 @@ def _reviews(
     decisions: dict[str, Decision],
     as_of: date,
     night_start: datetime,
+    tasks: list[Json] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Review]]:
     """Open, keep or close review Tasks; returns (needs review, reviewed by a person, state rows).
 
@@ -343,8 +530,8 @@ def _reviews(
         c = contradiction(trial, results[key], d)
         if c:
             contradictions[key] = c
-    server_tasks = api.tasks()
-    rows = state.reviews()
+    server_tasks = api.tasks(tasks)
+    rows = state.reviews(trial.id)
     open_rows = {r.patient: r for r in rows if r.closed_on is None}
     ever = {(r.patient, r.key) for r in rows}
     by_ident: dict[str, ServerTask] = {t.identifier: t for ts in server_tasks.values() for t in ts}
@@ -384,13 +571,13 @@ def _reviews(
         adopt = [t for t in server_tasks.get(key, []) if t.key == c.key and (t.active or not t.closed_by_matcher)]
         if (key, c.key) not in ever and adopt:
             t = adopt[0]
-            updates.append(Review(key, c.subject.ref, t.ref, t.identifier, c.key, c.subject.status, c.criteria, c.reason, as_of, authored))
+            updates.append(Review(key, c.subject.ref, t.ref, t.identifier, c.key, c.subject.status, c.criteria, c.reason, as_of, authored, trial=trial.id))
             (needs if t.active else reviewed).append(c.to_json(decided_on, t.ref))
             continue
         to_create.append((c, review_identifier(trial, c, stamp), decided_on))
     created = api.create(to_create, authored)
     for c, ident, decided_on in to_create:
-        updates.append(Review(c.patient, c.subject.ref, created[ident], ident, c.key, c.subject.status, c.criteria, c.reason, as_of, authored))
+        updates.append(Review(c.patient, c.subject.ref, created[ident], ident, c.key, c.subject.status, c.criteria, c.reason, as_of, authored, trial=trial.id))
         needs.append(c.to_json(decided_on, created[ident]))
     needs.sort(key=lambda n: n["patient"])
     return needs, reviewed, updates

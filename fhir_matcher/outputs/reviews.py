@@ -114,10 +114,11 @@ class Reviews:
         self.opened = 0
         self.closed = 0
 
-    def tasks(self) -> dict[str, list[ServerTask]]:
-        """Patient -> the matcher's review Tasks for this trial on the server (any status)."""
+    def tasks(self, resources: Iterable[Json] | None = None) -> dict[str, list[ServerTask]]:
+        """Patient -> the matcher's review Tasks for this trial on the server (any status).
+        ``resources``: the review Tasks already read for every trial of a portfolio."""
         out: dict[str, list[ServerTask]] = {}
-        for r in self.client.search(Search("Task").where(code=f"{REVIEW_CODES}|{REVIEW_CODE}").count(1000)):
+        for r in review_tasks(self.client) if resources is None else resources:
             t = parse_task(r, self.trial)
             if t:
                 out.setdefault(t.patient, []).append(t)
@@ -196,3 +197,8 @@ class Reviews:
             if e.status in (404, 410):
                 return None
             raise
+
+
+def review_tasks(client: FhirClient) -> list[Json]:
+    """Every review Task the matcher raised on the server, for any trial (one search)."""
+    return list(client.search(Search("Task").where(code=f"{REVIEW_CODES}|{REVIEW_CODE}").count(1000)))

@@ -93,24 +93,7 @@ class WriteBack:
 
     def ensure_study(self) -> str:
         """``ResearchStudy/<id>`` on the server, created if missing (conditional create)."""
-        system, value = study_identifier(self.trial)
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [{
-                "resource": research_study(self.trial).model_dump(mode="json", exclude_none=True),
-                "request": {"method": "POST", "url": "ResearchStudy", "ifNoneExist": f"identifier={system}|{value}"},
-            }],
-        }
-        answer = self.client.transaction(bundle)
-        location = as_str(as_dict(as_dict((answer.get("entry") or [{}])[0]).get("response")).get("location")) or ""
-        parts = location.split("/")
-        if "ResearchStudy" in parts and parts.index("ResearchStudy") + 1 < len(parts):
-            return f"ResearchStudy/{parts[parts.index('ResearchStudy') + 1]}"
-        found = list(self.client.search(Search("ResearchStudy").where(identifier=f"{system}|{value}")))
-        if not found:
-            raise FhirError("the server did not return the ResearchStudy it was asked to create")
-        return f"ResearchStudy/{found[0]['id']}"
+        return ensure_studies(self.client, [self.trial])[self.trial.id]
 
     def existing(self, study: str) -> dict[str, str]:
         """Patient reference -> status of the subjects already on the server for this study."""
@@ -125,12 +108,7 @@ class WriteBack:
 
     def subjects(self, study: str) -> dict[str, list[ServerSubject]]:
         """Patient reference -> the study's ResearchSubjects on the server now (whole resources)."""
-        out: dict[str, list[ServerSubject]] = {}
-        for r in self.client.search(Search("ResearchSubject").where(study=study).count(1000)):
-            s = parse_subject(r, SUBJECT_SYSTEM)
-            if s:
-                out.setdefault(s.patient, []).append(s)
-        return out
+        return subjects_of(self.client, [study])[study]
 
     def reread(self, ids: Sequence[str]) -> dict[str, ServerSubject]:
         """The current version of these subjects (by id), in as few searches as fit a URL."""
@@ -235,3 +213,44 @@ class WriteBack:
         self.written += done
         return done
 
+
+
+def ensure_studies(client: FhirClient, trials: Sequence[Trial]) -> dict[str, str]:
+    """Trial id -> ``ResearchStudy/<id>`` on the server, each created if missing (conditional
+    creates), for a whole portfolio in one transaction."""
+    entries = []
+    for trial in trials:
+        system, value = study_identifier(trial)
+        entries.append({
+            "resource": research_study(trial).model_dump(mode="json", exclude_none=True),
+            "request": {"method": "POST", "url": "ResearchStudy", "ifNoneExist": f"identifier={system}|{value}"},
+        })
+    answer = client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    answers = as_list(answer.get("entry"))
+    out = {}
+    for n, trial in enumerate(trials):
+        location = as_str(as_dict(as_dict(answers[n] if n < len(answers) else {}).get("response")).get("location")) or ""
+        parts = location.split("/")
+        if "ResearchStudy" in parts and parts.index("ResearchStudy") + 1 < len(parts):
+            out[trial.id] = f"ResearchStudy/{parts[parts.index('ResearchStudy') + 1]}"
+            continue
+        system, value = study_identifier(trial)
+        found = list(client.search(Search("ResearchStudy").where(identifier=f"{system}|{value}")))
+        if not found:
+            raise FhirError("the server did not return the ResearchStudy it was asked to create")
+        out[trial.id] = f"ResearchStudy/{found[0]['id']}"
+    return out
+
+
+def subjects_of(client: FhirClient, studies: Sequence[str]) -> dict[str, dict[str, list[ServerSubject]]]:
+    """Study -> patient reference -> its ResearchSubjects on the server now (whole resources),
+    for several studies in one search."""
+    out: dict[str, dict[str, list[ServerSubject]]] = {study: {} for study in studies}
+    ordered = list(studies)
+    for start in range(0, len(ordered), 40):  # 40 references keep the URL short
+        for r in client.search(Search("ResearchSubject").where(study=ordered[start:start + 40]).count(1000)):
+            study = normalize_reference(as_str(as_dict(r.get("study")).get("reference")) or "")
+            subject = parse_subject(r, SUBJECT_SYSTEM)
+            if subject and study in out:
+                out[study].setdefault(subject.patient, []).append(subject)
+    return out

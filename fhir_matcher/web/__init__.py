@@ -1,0 +1,1 @@
+"""The coordinators' review web app (issue 14): ``fhir-matcher serve``."""
