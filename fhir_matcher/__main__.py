@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from fhir_matcher.cli import main  # absolute: spark-submit runs this file as a script
 
 sys.exit(main())

@@ -148,8 +148,9 @@ class ValueSetLibrary:
         self.code_hook: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Picklable for worker processes (issue 15): the caches stay behind, a terminology
-        server hook too (screens with ``--tx`` run in one process)."""
+        """Picklable for worker processes and Spark executors (issue 15): the caches stay
+        behind, and so does a terminology server hook (--tx screens run in one process; the
+        Spark engine refuses --tx)."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("match_concept", "_by_raw", "code_hook")}
         return state
 
