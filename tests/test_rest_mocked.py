@@ -202,3 +202,54 @@ def test_write_back_refusal_names_the_servers_reason(trial):
     with pytest.raises(FhirError) as e:
         wb.write("ResearchStudy/1", [(PatientResult("Patient/x", "candidate", {}), "candidate", "manual checks remain")])
     assert "HTTP 422: ResearchSubject.individual: Patient/x does not exist" in str(e.value)
+
+
+def _caps(*interactions):
+    return {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1", "rest": [{"mode": "server", "interaction": [{"code": i} for i in interactions]}]}
+
+
+@responses.activate
+def test_first_pages_of_several_searches_come_in_one_batch_and_later_pages_as_usual():
+    responses.get(f"{BASE}/metadata", json=_caps("transaction"))
+    batch = {"resourceType": "Bundle", "type": "batch-response", "entry": [
+        {"response": {"status": "200 OK"}, "resource": bundle([patient("a")], f"{BASE}?page=2")},
+        {"response": {"status": "400 Bad Request"}, "resource": {"resourceType": "OperationOutcome"}},
+    ]}
+    responses.post(f"{BASE}", json=batch)
+    responses.get(f"{BASE}", json=bundle([patient("b")]))  # page 2 of the first search
+    responses.get(f"{BASE}/Observation", json=bundle([{"resourceType": "Observation", "id": "o"}]))  # the refused entry, alone
+    c, _ = client()
+    c.capabilities()
+    first, second = Search("Patient").count(1), Search("Observation").count(1)
+    c.prefetch([first, second])
+    assert [r["id"] for r in c.search(first)] == ["a", "b"]
+    assert [r["id"] for r in c.search(second)] == ["o"]
+    sent = json.loads(responses.calls[1].request.body)
+    assert [e["request"] for e in sent["entry"]] == [{"method": "GET", "url": "Patient?_count=1"}, {"method": "GET", "url": "Observation?_count=1"}]
+    assert len(responses.calls) == 4  # metadata, the batch, page 2, the refused search alone
+    assert c._prefetched == {}  # each first page is used once: the same search again goes to the server
+
+
+@responses.activate
+def test_a_server_that_refuses_batches_gets_searches_one_by_one_and_is_not_asked_again():
+    responses.get(f"{BASE}/metadata", json=_caps("transaction"))
+    responses.post(f"{BASE}", status=400, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "no batch"}]})
+    responses.get(f"{BASE}/Patient", json=bundle([patient("a")]))
+    responses.get(f"{BASE}/Observation", json=bundle([]))
+    c, _ = client(retries=0)
+    c.capabilities()
+    searches = [Search("Patient"), Search("Observation")]
+    assert c.search_all(searches) == [[patient("a")], []]
+    assert c.search_all(searches) == [[patient("a")], []]
+    assert sum(1 for call in responses.calls if call.request.method == "POST") == 1
+
+
+@responses.activate
+def test_a_server_listing_neither_batch_nor_transaction_is_never_sent_one():
+    responses.get(f"{BASE}/metadata", json=_caps("history-system"))
+    responses.get(f"{BASE}/Patient", json=bundle([patient("a")]))
+    responses.get(f"{BASE}/Observation", json=bundle([]))
+    c, _ = client()
+    c.capabilities()
+    assert c.search_all([Search("Patient"), Search("Observation")]) == [[patient("a")], []]
+    assert all(call.request.method == "GET" for call in responses.calls)

@@ -30,8 +30,8 @@ from ..criteria.cohort import cohort_valuesets, in_cohort, read_plan
 from ..criteria.evaluate import INELIGIBLE, SHORTLIST, STATUSES, PatientResult, evaluate
 from ..outputs.files import write_outputs, write_private, write_run_json
 from ..outputs.portfolio import portfolio_html
-from ..outputs.reviews import Reviews, ServerTask, review_identifier, review_tasks
-from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, ensure_studies, subject_reason, subjects_of, version_check
+from ..outputs.reviews import Reviews, ServerTask, review_identifier, review_search, review_tasks
+from ..outputs.writeback import IF_MATCH, SubjectWrite, WriteBack, ensure_studies, subject_reason, subject_searches, subjects_of, version_check
 from ..fhirjson import Json
 from ..rest.client import FhirClient
 from ..sources.patients import PatientList, PatientListSource
@@ -146,6 +146,12 @@ def run_night(
     check = version_check(client.capability or {})
 
     studies = ensure_studies(client, portfolio)  # one transaction for the portfolio
+    # One batch for the first pages of what every night reads: the subjects, the review
+    # Tasks, and (when the night can be incremental) what changed since the last one.
+    ahead = subject_searches(list(studies.values())) + [review_search()]
+    if why_all is None and type(source) is RestSource and last is not None and last.server_time:
+        ahead += source.change_searches(_since(last, overlap))
+    client.prefetch(ahead)
     # The studies' subjects as the server holds them now: what people decided since the last
     # night, and the versions every write is checked against (one search for all trials).
     on_server = subjects_of(client, list(studies.values()))
@@ -177,7 +183,7 @@ def run_night(
     incremental = [n for n in nights if not n.why_full]
     if incremental:
         assert last is not None and last.server_time
-        since = (datetime.fromisoformat(last.server_time) - overlap).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = _since(last, overlap)
         if isinstance(source, PatientListSource):
             source.previous = previous  # new members are screened in full
             source.evidence = {}
@@ -269,6 +275,12 @@ class _Screened:
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for r in self.results if r.status == s) for s in STATUSES}
+
+
+def _since(last: LastRun, overlap: timedelta) -> str:
+    """Changes are read from the last night's start, less the overlap."""
+    assert last.server_time
+    return (datetime.fromisoformat(last.server_time) - overlap).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _why_full_all(state: State, client: FhirClient, patients: PatientList | None, last: LastRun | None, as_of: date, full: bool) -> str | None:

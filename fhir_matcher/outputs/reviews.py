@@ -199,6 +199,10 @@ class Reviews:
             raise
 
 
+def review_search() -> Search:
+    return Search("Task").where(code=f"{REVIEW_CODES}|{REVIEW_CODE}").count(1000)
+
+
 def review_tasks(client: FhirClient) -> list[Json]:
     """Every review Task the matcher raised on the server, for any trial (one search)."""
-    return list(client.search(Search("Task").where(code=f"{REVIEW_CODES}|{REVIEW_CODE}").count(1000)))
+    return list(client.search(review_search()))

@@ -246,11 +246,16 @@ def subjects_of(client: FhirClient, studies: Sequence[str]) -> dict[str, dict[st
     """Study -> patient reference -> its ResearchSubjects on the server now (whole resources),
     for several studies in one search."""
     out: dict[str, dict[str, list[ServerSubject]]] = {study: {} for study in studies}
-    ordered = list(studies)
-    for start in range(0, len(ordered), 40):  # 40 references keep the URL short
-        for r in client.search(Search("ResearchSubject").where(study=ordered[start:start + 40]).count(1000)):
+    for search in subject_searches(studies):
+        for r in client.search(search):
             study = normalize_reference(as_str(as_dict(r.get("study")).get("reference")) or "")
             subject = parse_subject(r, SUBJECT_SYSTEM)
             if subject and study in out:
                 out[study].setdefault(subject.patient, []).append(subject)
     return out
+
+
+def subject_searches(studies: Sequence[str]) -> list[Search]:
+    """The searches ``subjects_of`` reads (40 study references keep each URL short)."""
+    ordered = list(studies)
+    return [Search("ResearchSubject").where(study=ordered[start:start + 40]).count(1000) for start in range(0, len(ordered), 40)]

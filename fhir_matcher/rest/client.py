@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..fhirjson import Json, as_dict, as_list, as_str, bundle_entries
@@ -45,6 +45,8 @@ class FhirClient:
         self.server_date: str | None = None  # the Date header of the latest answer (server clock)
         self.problems: list[tuple[str, str]] = []  # malformed search entries: (where, reason)
         self.capability: Json | None = None  # the latest CapabilityStatement read
+        self._batch_refused = False  # the server refused a batch of searches: no more batches
+        self._prefetched: dict[str, Json] = {}  # search URL -> its first page, read in a batch
 
     # ------------------------------------------------------------ plumbing
 
@@ -104,27 +106,31 @@ class FhirClient:
         self.capability = cs
         return cs
 
-    def pages(self, search: Search) -> Iterator[Json]:
-        """Every Bundle page of a search, following Bundle.link next."""
+    def pages(self, search: Search, first: Json | None = None) -> Iterator[Json]:
+        """Every Bundle page of a search, following Bundle.link next; ``first``: its first page,
+        already read (in a batch)."""
         url: str | None = search.url(self.base)
+        if first is None and url in self._prefetched:
+            first = self._prefetched.pop(url)
         seen: set[str] = set()
         while url:
             if url in seen:
                 raise FhirError(f"{search.resource_type} search: the server's next link repeats a page")
             seen.add(url)
-            page = self.request("GET", url)
+            page = first if first is not None else self.request("GET", url)
+            first = None
             if page.get("resourceType") != "Bundle":
                 raise FhirError(f"{search.resource_type} search: the answer is not a Bundle")
             yield page
             nxt = next((as_str(as_dict(l).get("url")) for l in as_list(page.get("link")) if as_dict(l).get("relation") == "next"), None)
             url = self._same_origin(nxt) if nxt else None
 
-    def search(self, search: Search) -> Iterator[Json]:
+    def search(self, search: Search, first: Json | None = None) -> Iterator[Json]:
         """Every resource of a search (matches and includes), across all pages.
 
         A malformed entry is skipped and named in ``problems`` (page and entry index).
         """
-        for n, page in enumerate(self.pages(search), 1):
+        for n, page in enumerate(self.pages(search, first), 1):
             entries, problems = bundle_entries(page)
             for at, reason in problems:
                 where = f"{search.resource_type} search page {n}" + (f" {at}" if at else "")
@@ -134,6 +140,53 @@ class FhirClient:
                 resource = entry.resource
                 if resource is not None and resource.get("resourceType") != "OperationOutcome":
                     yield resource
+
+    def offers_batch(self) -> bool:
+        """Does the server's CapabilityStatement (read by ``capabilities``) list ``batch`` or
+        ``transaction``? HAPI FHIR, for one, answers batches but lists only transaction; a
+        server that then refuses a batch is not asked again (searches go one by one)."""
+        if self._batch_refused:
+            return False
+        for rest in as_list(as_dict(self.capability).get("rest")):
+            if any(as_dict(i).get("code") in ("batch", "transaction") for i in as_list(as_dict(rest).get("interaction"))):
+                return True
+        return False
+
+    def first_pages(self, searches: Sequence[Search]) -> list[Json | None]:
+        """The first page of each search, all in one ``batch`` of GETs when the server offers
+        batch (one request instead of many; later pages are read as usual). None for a search
+        the batch did not answer with a Bundle: read it alone, where its own error shows."""
+        if len(searches) < 2 or not self.offers_batch():
+            return [None] * len(searches)
+        bundle = {"resourceType": "Bundle", "type": "batch",
+                  "entry": [{"request": {"method": "GET", "url": s.url("").lstrip("/")}} for s in searches]}
+        try:
+            answer = self.request("POST", "", bundle)
+        except FhirError as e:
+            log.info("batch of %d searches refused (%s); searching one by one", len(searches), e)
+            self._batch_refused = True
+            return [None] * len(searches)
+        entries = as_list(answer.get("entry")) if answer.get("resourceType") == "Bundle" else []
+        out: list[Json | None] = []
+        for n in range(len(searches)):
+            entry = as_dict(entries[n]) if n < len(entries) else {}
+            status = as_str(as_dict(entry.get("response")).get("status")) or ""
+            page = as_dict(entry.get("resource"))
+            out.append(page if status.startswith("200") and page.get("resourceType") == "Bundle" else None)
+        return out
+
+    def prefetch(self, searches: Sequence[Search]) -> None:
+        """Read the first pages of searches to come in one batch; each is used once, by the
+        first ``pages``/``search`` of the same URL."""
+        todo = [s for s in searches if s.url(self.base) not in self._prefetched]
+        for search, page in zip(todo, self.first_pages(todo)):
+            if page is not None:
+                self._prefetched[search.url(self.base)] = page
+
+    def search_all(self, searches: Sequence[Search]) -> list[list[Json]]:
+        """Every resource of each search, first pages in one batch when the server offers it."""
+        firsts = self.first_pages(searches)
+        return [list(self.search(s, first)) for s, first in zip(searches, firsts)]
 
     def transaction(self, bundle: Json) -> Json:
         return self.request("POST", "", bundle)
