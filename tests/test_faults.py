@@ -53,18 +53,18 @@ def test_server_restarted_mid_run_is_ridden_out(server, tmp_path, monkeypatch):
 
     calls = {"n": 0}
     restarter = []
-    original = Client.search
+    original = Client.request
 
-    def search(self, s):
+    def request(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:  # the cohort is found; the server goes down while records are fetched
+        if calls["n"] == 3:  # metadata read, the cohort found; the server goes down while records are fetched
             t = threading.Thread(target=server.restart)
             restarter.append(t)
             server.stop()
             t.start()
-        return original(self, s)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Client, "search", search)
+    monkeypatch.setattr(Client, "request", request)
     out = tmp_path / "rest"
     code = main(["screen", "--source", server.base_url, "--tag", TAG, "--as-of", "2026-11-24", "--out", str(out), "-q", "--retries", "12", "--workers", "1"])
     for t in restarter:
