@@ -370,24 +370,13 @@ class State:
         return {r[0]: TrialRow(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]), date.fromisoformat(r[5]), bool(r[6])) for r in self._db.execute(sql)}
 
     def patients(self, trial: str) -> dict[str, PatientState]:
-        out = {}
-        rows = self._db.execute("SELECT patient, status, digest, recheck_on, evaluated_as_of, result, written_status, written_digest, first_seen_on, changed_on "
-                                "FROM patients WHERE trial = ?", (trial,))
-        for row in rows:
-            out[row[0]] = PatientState(
-                row[0], row[1], row[2], _day(row[3]), date.fromisoformat(row[4]),
-                json.loads(row[5]), row[6], row[7], _day(row[8]), _day(row[9]), trial,
-            )
-        return out
+        rows = self._db.execute(f"SELECT {_PATIENT_COLUMNS} FROM patients p WHERE p.trial = ?", (trial,))
+        return {p.patient: p for p in map(_patient_state, rows)}
 
     def patient_everywhere(self, patient: str) -> dict[str, PatientState]:
         """One patient's state in every active trial, by trial id."""
-        out = {}
-        rows = self._db.execute("SELECT p.trial, p.patient, p.status, p.digest, p.recheck_on, p.evaluated_as_of, p.result, p.written_status, p.written_digest, "
-                                "p.first_seen_on, p.changed_on FROM patients p JOIN trials t ON t.id = p.trial AND t.active = 1 WHERE p.patient = ?", (patient,))
-        for r in rows:
-            out[r[0]] = PatientState(r[1], r[2], r[3], _day(r[4]), date.fromisoformat(r[5]), json.loads(r[6]), r[7], r[8], _day(r[9]), _day(r[10]), r[0])
-        return out
+        rows = self._db.execute(f"SELECT {_PATIENT_COLUMNS} FROM patients p JOIN trials t ON t.id = p.trial AND t.active = 1 WHERE p.patient = ?", (patient,))
+        return {p.trial: p for p in map(_patient_state, rows)}
 
     def decisions(self, trial: str) -> dict[str, Decision]:
         out = {}
@@ -407,15 +396,8 @@ class State:
         return out
 
     def audit(self, trial: str | None = None, patient: str | None = None) -> list[AuditEntry]:
-        where, args = [], []
-        if trial is not None:
-            where.append("trial = ?")
-            args.append(trial)
-        if patient is not None:
-            where.append("patient = ?")
-            args.append(patient)
-        sql = "SELECT at, patient, subject, actor, source, before, after, why, field, trial FROM audit"
-        rows = self._db.execute(sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", args)
+        where, args = _where(trial=trial, patient=patient)
+        rows = self._db.execute("SELECT at, patient, subject, actor, source, before, after, why, field, trial FROM audit" + where + " ORDER BY id", args)
         return [AuditEntry(*row) for row in rows]
 
     # ------------------------------------------------------------ writing (nightly)
@@ -519,21 +501,27 @@ class State:
         self._db.execute("INSERT INTO access (at, user, patient, trial, what) VALUES (?, ?, ?, ?, ?)", (when, user, patient, trial, what))
 
     def access_log(self, user: str | None = None, patient: str | None = None) -> list[tuple[str, str, str | None, str | None, str]]:
-        where, args = [], []
-        if user is not None:
-            where.append("user = ?")
-            args.append(user)
-        if patient is not None:
-            where.append("patient = ?")
-            args.append(patient)
-        sql = "SELECT at, user, patient, trial, what FROM access" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        return [tuple(r) for r in self._db.execute(sql, args)]
+        where, args = _where(user=user, patient=patient)
+        return [tuple(r) for r in self._db.execute("SELECT at, user, patient, trial, what FROM access" + where + " ORDER BY id", args)]
 
 
 def _script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+_PATIENT_COLUMNS = "p.trial, p.patient, p.status, p.digest, p.recheck_on, p.evaluated_as_of, p.result, p.written_status, p.written_digest, p.first_seen_on, p.changed_on"
+
+
+def _patient_state(r: tuple) -> PatientState:
+    return PatientState(r[1], r[2], r[3], _day(r[4]), date.fromisoformat(r[5]), json.loads(r[6]), r[7], r[8], _day(r[9]), _day(r[10]), r[0])
+
+
+def _where(**equal: str | None) -> tuple[str, list[str]]:
+    """A WHERE clause for the columns given a value (None: any)."""
+    given = {k: v for k, v in equal.items() if v is not None}
+    return (" WHERE " + " AND ".join(f"{k} = ?" for k in given) if given else ""), list(given.values())
 
 
 def _day(value: str | None) -> date | None:

@@ -15,6 +15,7 @@ worker without sticky sessions) means launching again from the EHR.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 import time
@@ -75,3 +76,11 @@ def new_key() -> str:
 
 FLOWS = ExpiringStore()  # sign-ins in progress (OIDC and SMART)
 TOKENS = ExpiringStore()  # SMART access tokens by session key
+
+
+def claim_flow(session: dict[str, Any], state: str, kind: str) -> dict[str, Any] | None:
+    """The sign-in flow a callback answers, used once: its ``state`` must be the one this
+    browser's session started (``session["<kind>_flow"]``), and the flow of that kind."""
+    mine = session.pop(f"{kind}_flow", None)
+    flow = FLOWS.pop(state) if mine and hmac.compare_digest(state.encode(), str(mine).encode()) else None
+    return flow if flow is not None and flow.get("kind") == kind else None

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import logging
 import secrets
 from typing import Any
@@ -37,7 +36,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import security
-from .flows import FLOW_TTL, FLOWS
+from .flows import FLOW_TTL, FLOWS, claim_flow
 from .idtoken import Provider, SignInError, http_session
 from .signin import client_secret, redirect_uri, refused, table
 
@@ -100,12 +99,10 @@ class OidcSignIn:
 
     def callback(self, request: Request) -> Response:
         q = request.query_params
-        mine = request.session.pop("oidc_flow", None)
-        state = q.get("state") or ""
-        flow = FLOWS.pop(state) if mine and hmac.compare_digest(state.encode(), str(mine).encode()) else None
+        flow = claim_flow(request.session, q.get("state") or "", "oidc")
         if q.get("error"):
             return refused(request, f"the provider answered {q.get('error', '')[:60]}: {(q.get('error_description') or 'no description')[:300]}", 403)
-        if flow is None or flow.get("kind") != "oidc":
+        if flow is None:
             return refused(request, "this answer does not belong to a sign-in started in this browser, or it took more than "
                                     f"{FLOW_TTL // 60} minutes (state mismatch). Sign in again.")
         if not q.get("code"):

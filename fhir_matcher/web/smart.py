@@ -26,7 +26,6 @@ holds only a random key to it.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -52,7 +51,7 @@ from ..outputs.match import match_reason
 from ..screen import match_patient, match_record_server
 from ..trial import Trial, TrialError, load_trials
 from . import security
-from .flows import FLOW_TTL, FLOWS, TOKENS, new_key
+from .flows import FLOW_TTL, FLOWS, claim_flow, TOKENS, new_key
 from .idtoken import Provider, SignInError, get_json, http_session
 from .oidc import routes as oidc_routes
 from .signin import client_secret, redirect_uri, refused, table
@@ -142,12 +141,10 @@ class SmartApp:
 
     def callback(self, request: Request) -> Response:
         q = request.query_params
-        mine = request.session.pop("smart_flow", None)
-        state = q.get("state") or ""
-        flow = FLOWS.pop(state) if mine and hmac.compare_digest(state.encode(), str(mine).encode()) else None
+        flow = claim_flow(request.session, q.get("state") or "", "smart")
         if q.get("error"):
             return refused(request, f"the authorization server answered {q.get('error', '')[:60]}: {(q.get('error_description') or 'no description')[:300]}", 403)
-        if flow is None or flow.get("kind") != "smart":
+        if flow is None:
             return refused(request, "this answer does not belong to a launch started in this browser, or it took more than "
                                     f"{FLOW_TTL // 60} minutes (state mismatch). Launch the app again.")
         client = FHIRClient(state=flow["client"], save_func=lambda s: None)
