@@ -1,8 +1,13 @@
 """Code matching: exact, ICD-10/ATC prefixes, national extensions, longest-name-first text."""
 
+from pathlib import Path
+
 import pytest
 
 from fhir_matcher.terminology.valuesets import ICD10, ICD10CM, SNOMED, ValueSetLibrary
+from fhir_matcher.trial import load_trial
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TEXT_MATCH = "https://fhir-matcher.org/fhir/StructureDefinition/text-match"
 
@@ -148,3 +153,30 @@ def test_bundled_value_sets_are_valid_r4():
         data = json.loads(f.read_text(encoding="utf-8"))
         ValueSet.model_validate(data)
         assert data["id"] == f.stem and data["url"].endswith("/" + f.stem)
+
+
+def test_trie_pattern_finds_what_the_longest_first_alternation_finds():
+    """Names are found by a trie-shaped pattern; it must agree with the plain alternation
+    (longest name first, word edges for names starting or ending with a letter or digit)."""
+    import random
+
+    from fhir_matcher.terminology.valuesets import ValueSetLibrary, normalize_text
+
+    names = ["lupus", "lupus nephritis", "systemic lupus erythematosus", "sle", "sles", "ra", "a", "ab", "abc", "abd",
+             "c3", "c3 low", "(c3)", "-x-", "狼疮", "系统性红斑狼疮", "狼疮性肾炎", "il-6", "il", "6", "x.y", "x.yz", "é", "ée"]
+    trial = load_trial(ROOT / "fhir_matcher" / "trials" / "cd19-baff-car-t.toml")
+    names += random.Random(3).sample(sorted(trial.valuesets._names), 300)
+    rng = random.Random(7)
+    seps = [" ", "", "-", "x", "1", ", ", "(", ")", "狼", "."]
+    texts = list(names)
+    for _ in range(1500):
+        parts = [rng.choice(names) for _ in range(rng.randint(1, 4))]
+        text = "".join(p + rng.choice(seps) for p in parts)
+        if rng.random() < 0.4 and len(text) > 2:
+            i = rng.randrange(len(text))
+            text = text[:i] + text[i + 1 :]
+        texts.append(normalize_text(text))
+    for subset in (names, names[:24], [n for n in names if not n[0].isalnum()], ["lupus"], []):
+        trie, plain = ValueSetLibrary._alternation(subset), ValueSetLibrary._sorted_alternation(subset)
+        for text in texts:
+            assert [m.span() for m in trie.finditer(text)] == [m.span() for m in plain.finditer(text)], (text, len(subset))
