@@ -70,9 +70,12 @@ def conditions(record: PatientRecord) -> list[ConditionFact]:
 _NUMBER_STRING = re.compile(r"^\s*(<=|>=|<|>|≤|≥)?\s*([-+]?\d+(?:\.\d+)?)\s*$")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Measurement:
-    """One result: an Observation, or one of its components (ECG panels carry QTc there)."""
+    """One result: an Observation, or one of its components (ECG panels carry QTc there).
+
+    Not frozen: a frozen dataclass sets each field through object.__setattr__, and a screen
+    builds one of these per lab result (about a twentieth of its time)."""
 
     ref: str
     code: Json
