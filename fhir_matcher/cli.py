@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, synth
+from . import __version__, gcmode, synth
 from .config import ConfigError, apply_windows_all, load_config, setting
 from .nightly.job import run_night
 from .nightly.state import State, StateError, StateLocked
@@ -441,9 +441,11 @@ def _tx_matcher(args: argparse.Namespace, config: dict, trial, fhir_base: str | 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
+    commands = {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": trial_commands.run, "match": cmd_match,
+                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport), **web_commands.COMMANDS}
     try:
-        return {"screen": cmd_screen, "load": cmd_load, "nightly": cmd_nightly, "synth": synth.run, "trial": trial_commands.run, "match": cmd_match,
-                "valuesets": lambda a: valuesets_commands.run(a, load_config, _transport), **web_commands.COMMANDS}[args.command](args)
+        with gcmode.batch():
+            return commands[args.command](args)
     except (UserError, TrialError, FhirError, TransportError, ConfigError, AuthError, ValueError) as e:
         print(f"fhir-matcher: error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from .. import gcmode
 from .. import record as record_module
 from ..criteria.cohort import cohort_valuesets, in_cohort
 from ..criteria.evaluate import CANDIDATE, INELIGIBLE, POTENTIAL, deciding, evaluate, still_to_do
@@ -79,6 +80,7 @@ def init(setup: Setup) -> None:
     """Worker initializer (also called in-process with one process)."""
     global _setup, _meds
     _setup, _meds = setup, None
+    gcmode.use_batch()
     record_module._SALT = setup.salt
     if not logging.getLogger().handlers:
         logging.basicConfig(level=setup.log_level, format="%(levelname)s: %(message)s")
