@@ -223,3 +223,62 @@ def test_sizes_and_partition_counts():
 
 def test_default_processes_are_the_cores_this_process_may_use():
     assert partitioned.default_processes() >= 1
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_forked_or_from_a_forkserver_write_the_same(method, tmp_path, monkeypatch):
+    """Workers fork from a process with no other thread (starting warm), else come from a forkserver."""
+    data = _synthetic_export(tmp_path)
+    trials = load_trials([str(TRIALS / "cd19-baff-car-t.toml")])
+    monkeypatch.setattr(partitioned, "start_method", lambda: method)
+    a = screen_files_streamed(data, trials, date.fromisoformat(AS_OF), tmp_path / "a", processes=1, parts=1)
+    b = screen_files_streamed(data, trials, date.fromisoformat(AS_OF), tmp_path / "b", processes=2, parts=3)
+    assert a.screenings[0].problems == b.screenings[0].problems
+    for name in ("screening.ndjson", "report.csv", "report.html", "research-subjects.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_workers_never_fork_a_process_running_threads():
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    before = threading.active_count()
+    t.start()
+    try:
+        assert partitioned.start_method() in ("forkserver", "spawn")
+    finally:
+        stop.set()
+        t.join()
+    if before == 1:
+        assert partitioned.start_method() == "fork"
+
+
+def test_commands_collect_garbage_in_batches_and_restore_the_thresholds(tmp_path):
+    import gc
+
+    from fhir_matcher import gcmode
+
+    before = gc.get_threshold()
+    seen = []
+    with gcmode.batch():
+        seen.append(gc.get_threshold())
+    assert seen == [gcmode.BATCH] and gc.get_threshold() == before
+
+
+@pytest.mark.parametrize("patient", ["Patient/p-001", "Patient/A.b-9", "urn:uuid:6f1c2a44-5a0e-4b8e-9a53-2f7f3c1d9e10",
+                                     'Patient/say "hi"', "Patient/病人 一", "Patient/back\\slash", "Patient/fhir-matcher-stand-in"])
+@pytest.mark.parametrize("status", ["candidate", "potential-candidate"])
+def test_subject_entries_are_the_validated_entry_for_any_patient(patient, status):
+    """research-subjects.json entries come from a template validated once per trial and status:
+    for every patient they are the bytes a Bundle validated for that patient alone gives."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    from fhir_matcher.outputs import subjects
+
+    trial = load_trials([str(TRIALS / "cd19-baff-car-t.toml")])[0]
+    text = subjects.subject_entry_text(trial, patient, status)
+    assert text == subjects._validated_entry_text(trial, patient, status)
+    entry = json.loads(text)
+    assert entry["resource"]["individual"]["reference"] == patient and entry["resource"]["status"] == status
+    Bundle.model_validate({"resourceType": "Bundle", "type": "transaction", "entry": [entry]})

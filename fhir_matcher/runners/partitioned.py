@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -168,14 +170,28 @@ def _init_worker(setup: work.Setup) -> None:
     work.init(setup)
 
 
+def start_method() -> str:
+    """fork on Linux when this process runs no other thread; else forkserver (or spawn)."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
 @contextmanager
 def _pool(processes: int, setup: work.Setup) -> Iterator[Any]:
-    """Worker processes (forkserver: started clean, the package preloaded once), or None."""
+    """Worker processes, or None for one process.
+
+    On Linux, a process with no other thread forks its workers: they start at once with the
+    package, the trial and the unit registry already loaded (about two seconds each
+    otherwise). With threads about (a lock held at the fork would stay held in the child),
+    or elsewhere, a forkserver starts them clean with the package preloaded once.
+    """
     if processes <= 1:
         work.init(setup)
         yield None
         return
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    method = start_method()
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(["fhir_matcher.partition.work"])
