@@ -91,11 +91,13 @@ def test_type_filters(trial):
 
 
 def test_group_export(hapi, tmp_path):
-    """Group/<id>/$export: only the group's members are exported and screened."""
+    """Group/<id>/$export: only the group's members are exported and screened. demo-43 takes
+    hydroxychloroquine through a medicationReference: the Medication is in no patient's
+    compartment, so it is read by id after the export (or its refractory criterion would fail)."""
     import requests
 
     assert main(["load", "--server", hapi.base_url, str(DEMO), "-q", "--tag", TAG, "--id-prefix", PREFIX]) == 0
-    members = ["demo-01", "demo-02", "demo-30"]
+    members = ["demo-01", "demo-02", "demo-30", "demo-43"]
     group = {"resourceType": "Group", "id": f"{PREFIX}trial-group", "type": "person", "actual": True,
              "member": [{"entity": {"reference": f"Patient/{PREFIX}{m}"}} for m in members]}
     r = requests.put(f"{hapi.base_url}/Group/{group['id']}", json=group, headers={"Content-Type": "application/fhir+json"}, timeout=30)
@@ -107,5 +109,45 @@ def test_group_export(hapi, tmp_path):
     assert main(["screen", "--source", str(DEMO), "--as-of", "2026-11-24", "--out", str(files), "-q"]) == 0
     want = rows(files)
     assert set(got) == {f"Patient/{m}" for m in members} & set(want)
+    assert "Patient/demo-43" in got and want["Patient/demo-43"]["status"] == "candidate"
     for p in got:
         assert got[p]["criteria"] == want[p]["criteria"], p
+        assert got[p]["status"] == want[p]["status"], p
+
+
+@responses.activate
+def test_group_export_reads_the_medications_it_references(tmp_path):
+    """Medications referenced by exported statements and not in the export are read by id in
+    one search per URL-sized chunk; contained, urn and foreign references are left alone;
+    what the server does not have is named."""
+    status = "https://fhir.example.org/status/9"
+    responses.get(f"{BASE}/Group/g1/$export", status=202, headers={"Content-Location": status})
+    responses.get(status, status=200, json={"transactionTime": "2026-11-24T00:00:00Z", "requiresAccessToken": False, "output": [
+        {"type": "MedicationStatement", "url": "https://files.example.org/ms.ndjson"},
+        {"type": "MedicationRequest", "url": "https://files.example.org/mr.ndjson"}]})
+    lines = [
+        {"resourceType": "MedicationStatement", "id": "s1", "medicationReference": {"reference": "Medication/m1"}},
+        {"resourceType": "MedicationStatement", "id": "s2", "medicationReference": {"reference": f"{BASE}/Medication/m2/_history/3"}},
+        {"resourceType": "MedicationStatement", "id": "s3", "medicationReference": {"reference": "#contained"}},
+        {"resourceType": "MedicationStatement", "id": "s4", "medicationReference": {"reference": "https://other.example.org/fhir/Medication/x"}},
+        {"resourceType": "MedicationStatement", "id": "s5", "medicationReference": {"reference": "Medication/gone"}},
+    ]
+    responses.get("https://files.example.org/ms.ndjson", body="\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    responses.get("https://files.example.org/mr.ndjson", body=json.dumps(
+        {"resourceType": "MedicationRequest", "id": "r1", "medicationReference": {"reference": "Medication/m1"}}) + "\n")
+    responses.delete(status, status=202)
+    found = {"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"resource": {"resourceType": "Medication", "id": "m1", "code": {"text": "hydroxychloroquine"}}},
+        {"resource": {"resourceType": "Medication", "id": "m2", "code": {"text": "rituximab"}}}]}
+    search = responses.get(f"{BASE}/Medication", json=found)
+    export = BulkExport(FhirClient(BASE, Transport()), types=["MedicationRequest", "MedicationStatement", "Patient"], group="g1", sleep=lambda s: None)
+    job = export.run(tmp_path)
+    assert search.call_count == 1
+    assert sorted(search.calls[0].request.params["_id"].split(",")) == ["gone", "m1", "m2"]
+    written = [json.loads(x) for x in (tmp_path / "Medication.referenced.ndjson").read_text().splitlines()]
+    assert [m["id"] for m in written] == ["m1", "m2"] and tmp_path / "Medication.referenced.ndjson" in job.files
+    assert export.problems == ["bulk export: 1 Medication(s) that medication resources reference are not on the server"]
+    # A system export has the Medications already; a Group export told not to reads none.
+    (tmp_path / "n").mkdir()
+    BulkExport(FhirClient(BASE, Transport()), types=["MedicationStatement", "Patient"], group="g1", medications=False).run(tmp_path / "n")
+    assert search.call_count == 1

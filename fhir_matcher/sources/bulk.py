@@ -5,6 +5,10 @@ without changing any answer, ``_typeFilter``; poll the status URL honouring Retr
 (exponential backoff otherwise); download each output file into a private temporary folder
 (with the access token only when the manifest says ``requiresAccessToken``); then the file
 source screens it, cohort first. The job is deleted on the server afterwards.
+
+A Group export holds its members' compartments only, and Medication is in no patient's
+compartment: the Medications that the exported medication resources reference by id are
+then read with ``Medication?_id=`` searches (a FHIR batch where offered) into one more file.
 """
 
 from __future__ import annotations
@@ -16,9 +20,13 @@ from datetime import date
 from pathlib import Path
 from typing import Callable
 
-from ..fhirjson import as_dict, as_list, as_str
+import orjson
+
+from ..fhirjson import as_dict, as_list, as_str, normalize_reference
+from ..plan import MEDICATION_TYPES
 from ..rest.capability import REFUSAL_STATUSES, export_refused
 from ..rest.client import FhirClient, FhirError, outcome_text
+from ..rest.query import Search
 from ..rest.transport import retry_after
 from ..plan import ReadPlan
 
@@ -57,6 +65,7 @@ class BulkExport:
         poll_max: float = 60.0,
         timeout: float = 3600.0,
         sleep: Callable[[float], None] = time.sleep,
+        medications: bool = True,
     ):
         self.client = client
         self.types = types
@@ -68,6 +77,7 @@ class BulkExport:
         self.timeout = timeout
         self.sleep = sleep
         self.problems: list[str] = []  # malformed parts of the manifest, named
+        self.medications = medications  # read the Medications a Group export references
 
     def kick_off(self) -> str:
         path = f"Group/{self.group}/$export" if self.group else "$export"
@@ -123,12 +133,62 @@ class BulkExport:
         for err in as_list(manifest.get("error")):
             log.warning("bulk export reported an error file for %s", as_str(as_dict(err).get("type")) or "a type")
 
+    def referenced_medications(self, folder: Path, job: ExportJob) -> None:
+        """Read the Medications the export's medication resources reference but it does not
+        hold (a Group export) into ``Medication.referenced.ndjson``."""
+        have: set[str] = set()
+        wanted: set[str] = set()
+        base = self.client.base.rstrip("/") + "/"
+        for f in job.files:
+            rtype = f.name.split(".", 1)[0]
+            if rtype != "Medication" and rtype not in MEDICATION_TYPES:
+                continue
+            with open(f, "rb") as fh:
+                for line in fh:
+                    try:
+                        r = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue  # the file source names the line when it reads the file
+                    if not isinstance(r, dict):
+                        continue
+                    if rtype == "Medication":
+                        if as_str(r.get("id")):
+                            have.add(r["id"])
+                        continue
+                    ref = as_str(as_dict(r.get("medicationReference")).get("reference"))
+                    if not ref or ref.startswith(("#", "urn:")) or ("://" in ref and not ref.startswith(base)):
+                        continue  # contained, in a Bundle, or on another server
+                    ref = normalize_reference(ref)
+                    if ref.startswith("Medication/"):
+                        wanted.add(ref.split("/", 1)[1])
+        todo = sorted(wanted - have)
+        if not todo:
+            return
+        searches = list(Search("Medication").chunked("_id", todo, base=self.client.base))
+        searches = [s.count(len(todo)) for s in searches]
+        try:
+            found = [r for rs in self.client.search_all(searches) for r in rs if isinstance(r, dict) and r.get("resourceType") == "Medication"]
+        except FhirError as e:
+            self.problems.append(f"bulk export: the {len(todo)} Medication(s) its medication resources reference could not be read ({e})")
+            return
+        dest = folder / "Medication.referenced.ndjson"
+        with open(dest, "wb") as out:
+            for r in found:
+                out.write(orjson.dumps(r) + b"\n")
+        job.files.append(dest)
+        missing = len(set(todo) - {as_str(r.get("id")) for r in found})
+        if missing:
+            self.problems.append(f"bulk export: {missing} Medication(s) that medication resources reference are not on the server")
+        log.info("bulk export: read %d referenced Medications", len(found))
+
     def run(self, folder: Path) -> ExportJob:
         status_url = self.kick_off()
         job = ExportJob(status_url)
         try:
             manifest = self.wait(status_url, job)
             self.download(manifest, folder, job)
+            if self.medications and self.group and "Medication" not in self.types:
+                self.referenced_medications(folder, job)
         finally:
             try:  # tell the server it may delete the files
                 self.client.transport.request("DELETE", status_url)

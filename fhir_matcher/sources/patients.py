@@ -35,7 +35,7 @@ from ..fhirjson import Json, as_dict, as_list, as_str, normalize_reference
 from ..rest.capability import is_refusal
 from ..rest.client import FhirClient, FhirError
 from ..rest.query import Search
-from ..plan import MEDICATION_TYPES, ReadPlan
+from ..plan import ReadPlan
 from ..record import PatientRecord
 from .rest import RestSource
 
@@ -315,18 +315,23 @@ class PatientListSource(RestSource):
 
     # ------------------------------------------------------------ Bulk (Group export)
 
-    def _export(self, since: str | None, folder: Path) -> None:
+    def _export(self, since: str | None, folder: Path, medications: bool) -> None:
+        """Group export into ``folder``; ``medications``: with the Medications it references."""
         from .bulk import BulkExport
 
         types = self.plan.export_types(True)
         filters = [f"{t}?_tag={self.tag}" for t in types] if self.tag else []
-        BulkExport(self.client, types=types, filters=filters, group=self.patients.group, since=since, poll_max=self.patients.poll_max).run(folder)
+        export = BulkExport(self.client, types=types, filters=filters, group=self.patients.group, since=since,
+                            poll_max=self.patients.poll_max, medications=medications)
+        export.run(folder)
+        for p in export.problems:
+            self.builder.problem(f"Group/{self.patients.group}/$export", p)
 
     def _cohort_from_export(self) -> list[str]:
         from .files import FileSource
 
         with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:  # 0700: patient data
-            self._export(None, Path(folder))
+            self._export(None, Path(folder), medications=True)
             files = FileSource(folder, self.builder)
             if self.plan.gated:
                 keys = files.read_cohort(self.plan.admits, None, set(self.plan.types))
@@ -335,7 +340,6 @@ class PatientListSource(RestSource):
                 keys = set(self.builder.patients)
         ids = sorted(k.split("/", 1)[1] for k in keys if k.split("/", 1)[1] in self.members)
         self._drop_others(set(ids))
-        self._fetch_medications()
         self.complete.update(ids)
         self.conditions_read.update(ids)
         self.outside = len(self.patients.ids) - len(ids)
@@ -349,21 +353,6 @@ class PatientListSource(RestSource):
         for key in [k for k, subj in b.pending_subject.items() if b.aliases.get(subj, subj).split("/", 1)[-1] not in keep]:
             b.pending.pop(key, None)
             b.pending_subject.pop(key, None)
-
-    def _fetch_medications(self) -> None:
-        """Medications referenced by the exported statements: a Group export has none (not in
-        the patient compartment); read them by id (allowed on every server)."""
-        missing: set[str] = set()
-        for r in self.builder.pending.values():
-            if r.get("resourceType") in MEDICATION_TYPES:
-                ref = as_str(as_dict(r.get("medicationReference")).get("reference"))
-                if ref and not ref.startswith("#"):
-                    key = normalize_reference(ref)
-                    if key.startswith("Medication/") and key not in self.builder.medications:
-                        missing.add(key.split("/", 1)[1])
-        if missing and self._supports("Medication"):
-            tasks = list(Search("Medication").count(self.page_size).chunked("_id", sorted(missing), self.max_url, self.client.base))
-            self._run(tasks)
 
     # ------------------------------------------------------------ changes (nightly)
 
@@ -430,7 +419,7 @@ class PatientListSource(RestSource):
         conditions: dict[str, list[Json]] = {}
         with tempfile.TemporaryDirectory(prefix="fhir-matcher-bulk-") as folder:
             try:
-                self._export(since, Path(folder))
+                self._export(since, Path(folder), medications=False)
             except FhirError as e:
                 if self.patients.bulk or not is_refusal(e):
                     raise
