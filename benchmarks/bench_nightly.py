@@ -160,13 +160,17 @@ def night(url: str, work: Path, name: str, as_of: date, workers: int, profile: b
     prof = work / f"requests-{name}.json"
     cmd = [*([sys.executable, __file__, "--child-profile", str(prof), "--"] if profile else CLI), "nightly", "--server", url, "--state", str(work / "state.sqlite"), "--out", str(out),
            "--as-of", as_of.isoformat(), "--overlap", "0", "--workers", str(workers), "-q"]
+    # Run through a small parent that reports its child's peak RSS on its last stderr line.
+    peak = ("import resource, subprocess, sys\nrc = subprocess.run(sys.argv[1:]).returncode\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", peak, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
     if proc.returncode not in (0, 3):
         sys.exit(f"night {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    peak_mib = int(proc.stderr.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
     summary = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    return {"night": name, "as_of": as_of.isoformat(), "wall_s": round(wall, 2), "duration_s": summary.get("duration_s"),
+    return {"night": name, "as_of": as_of.isoformat(), "wall_s": round(wall, 2), "peak_rss_mib": round(peak_mib), "duration_s": summary.get("duration_s"),
             "requests": summary["http"]["requests"], "bytes": summary["http"]["bytes"], "retries": summary["http"].get("retries", 0),
             "screened": summary.get("screened"), "re_evaluated": summary.get("re_evaluated"), "changed": summary.get("changed"),
             "written": summary.get("written"), "out": str(out), **({"profile": str(prof)} if profile else {})}
@@ -199,7 +203,10 @@ def main() -> None:
         subprocess.run([*CLI, "synth", "--patients", str(args.patients), "--seed", str(args.seed), "--out", str(data)], check=True)
         resources = sum(1 for f in data.glob("*.ndjson") for line in open(f, "rb") if line.strip())
         t = time.perf_counter()
-        server = hapi.start(hapi.free_port(), data_dir=str(loaded_dir))
+        # Loading only: a bigger heap and HAPI's mass ingestion mode (the nights run on a
+        # server started with the tests' defaults).
+        load_opts = ["-Xms1g", "-Xmx3g", "-XX:+UseParallelGC", "-XX:+ExitOnOutOfMemoryError", "-Dhapi.test.bulkLoad=true"]
+        server = hapi.start(hapi.free_port(), data_dir=str(loaded_dir), java_opts=load_opts)
         print(f"HAPI FHIR started in {time.perf_counter() - t:.1f} s at {server.base_url}", flush=True)
         try:
             seconds = load(server.base_url, data, args.loaders, args.workers)
@@ -234,9 +241,10 @@ def main() -> None:
     facts["ratio"] = {"requests": round(inc["requests"] / full["requests"], 4), "wall": round(inc["wall_s"] / full["wall_s"], 4)}
     c = facts["changes"]
     print(f"\nchanged before night 2: {c['patients']} patients ({c['observations_added']} new Observations, {c['conditions_updated']} updated Conditions)\n")
-    print(f"{'night':<16} {'wall s':>8} {'requests':>9} {'MB read':>8} {'re-evaluated':>13} {'written':>8}")
+    print(f"{'night':<16} {'wall s':>8} {'requests':>9} {'MB read':>8} {'re-evaluated':>13} {'written':>8} {'peak RSS':>9}")
     for n in nights:
-        print(f"{n['night']:<16} {n['wall_s']:8.1f} {n['requests']:9d} {n['bytes'] / 1e6:8.1f} {str(n['re_evaluated']):>13} {str(n['written']):>8}")
+        print(f"{n['night']:<16} {n['wall_s']:8.1f} {n['requests']:9d} {n['bytes'] / 1e6:8.1f} {str(n['re_evaluated']):>13} {str(n['written']):>8}"
+              f" {n.get('peak_rss_mib', 0):>5} MiB")
     ok = facts["ratio"]["requests"] <= 0.10 and facts["ratio"]["wall"] <= 0.10
     print(f"\nnight 2 / night 1: {facts['ratio']['requests']:.1%} of the requests, {facts['ratio']['wall']:.1%} of the wall time "
           f"(bar: at most 10 % each: {'met' if ok else 'NOT met'})")

@@ -73,6 +73,9 @@ public class ServerConfig {
 	static final String PROP_DEFAULT_PAGE_SIZE = "hapi.test.defaultPageSize";
 	static final String PROP_MAX_PAGE_SIZE = "hapi.test.maxPageSize";
 	static final String PROP_BATCH2_MAINTENANCE_MILLIS = "hapi.test.batch2MaintenanceMillis";
+	/** Loading a benchmark's data: skip the per-write checks a one-off load of consistent data
+	 *  does not need (HAPI's mass ingestion mode, referential integrity on write). */
+	static final String PROP_BULK_LOAD = "hapi.test.bulkLoad";
 
 	@Bean(destroyMethod = "close")
 	public BasicDataSource dataSource() {
@@ -156,6 +159,10 @@ public class ServerConfig {
 		s.setHibernateSearchIndexFullText(false);
 		s.setAdvancedHSearchIndexing(false);
 		s.setStoreResourceInHSearchIndex(false);
+		if (Boolean.getBoolean(PROP_BULK_LOAD)) {
+			s.setMassIngestionMode(true);
+			s.setEnforceReferentialIntegrityOnWrite(false);
+		}
 		return s;
 	}
 
