@@ -8,8 +8,8 @@ every patient passes the diagnosis gate) is screened, each command in a fresh pr
   1. parse:  every line of every file with the standard json module (the yardstick);
   2. screen --processes 1;
   3. screen --processes 2;
-  4. with --before SRC: the same screen run from another checkout of the package (e.g. a
-     worktree of main, before issue 15), to show what changed.
+  4. with --before SRC: the same screen with that checkout's defaults, run from another
+     checkout of the package (e.g. a worktree of an older commit), to show what changed.
 Peak memory is that of the whole process tree (the command and every worker it starts),
 sampled from /proc every 20 ms: the sum of RSS (counts pages workers share with each other
 more than once: an upper bound) and the sum of PSS (shared pages split between processes).
@@ -88,10 +88,9 @@ def _memory(pids: list[int]) -> tuple[int, int]:
 
 
 def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float, int, int, str]:
-    """Wall time, CPU time (user + system of every process of the tree, sampled: worker
-    processes are children of a fork server, not of the command), peak RSS and PSS, stdout."""
+    """Wall time, CPU time (user + system of every process of the tree, sampled: workers are
+    children of the command or of a fork server), peak RSS and PSS, stdout."""
     started = time.perf_counter()
-    before = os.times()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=cwd)
     peak = [0, 0]
     cpu_by_pid: dict[int, float] = {}
@@ -101,7 +100,7 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None
             pids = _tree(proc.pid)
             rss, pss = _memory(pids)
             peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
-            for pid in pids[1:]:
+            for pid in pids:  # each process's own time (never its children's: workers may be either)
                 cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), _cpu(pid))
             time.sleep(0.02)
 
@@ -109,10 +108,8 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None
     t.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - started
-    after = os.times()
     t.join()
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)  # the command itself
-    cpu += sum(cpu_by_pid.values())
+    cpu = sum(cpu_by_pid.values())  # sampled every 20 ms: the last few ms of each process are missed
     if proc.returncode not in (0, 3):
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-2000:]}")
     return wall, cpu, peak[0], peak[1], out.decode()
@@ -125,6 +122,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.97, help="prevalence of the target diseases (default 0.97)")
     ap.add_argument("--keep", type=Path, default=None, help="reuse/keep the exports in this folder")
     ap.add_argument("--before", type=Path, default=None, help="another checkout's folder (holding fhir_matcher/) to compare with")
+    ap.add_argument("--before-label", default="other checkout's", help="how the table names --before (e.g. a commit)")
     ap.add_argument("--runs", type=int, default=1, help="runs of each command (the fastest is shown)")
     ap.add_argument("--memory", default="512M", help="screen --memory (default 512M)")
     args = ap.parse_args()
@@ -149,7 +147,7 @@ def main() -> None:
         if args.before:
             # run in the other checkout, with -S: no site (.pth) processing, so an editable install of this one cannot shadow it
             site = next(p for p in sys.path if p.endswith("site-packages"))
-            commands["before (in memory)"] = ([sys.executable, "-S", "-m", "fhir_matcher", "screen", "--source", str(data.resolve()), "--as-of", "2026-11-24",
+            commands[f"before: {args.before_label} screen"] = ([sys.executable, "-S", "-m", "fhir_matcher", "screen", "--source", str(data.resolve()), "--as-of", "2026-11-24",
                                                "--out", str((work / "out-before").resolve()), "-q"], {"PYTHONPATH": site})
         base = None
         cohort = 0
