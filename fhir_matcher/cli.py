@@ -233,7 +233,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         workers = int(setting(args, config, "workers", "server", "workers", 4))
         tag = setting(args, config, "tag", "server", "tag") or None
         result = screen_server(args.source, trial, as_of, transport, workers, progress, tag=tag,
-                               group=args.group, patients_file=args.patients)
+                               group=args.group, patients_file=args.patients, memory=args.memory)
     else:
         raise UserError("--source is not a URL")  # files are screened by _screen_bounded
     try:
@@ -266,7 +266,7 @@ def _screen_portfolio(args: argparse.Namespace, config: dict, trials: list, as_o
         transport = _transport(args, config, args.source, default_scope(types, write=False))
         workers = int(setting(args, config, "workers", "server", "workers", 4))
         tag = setting(args, config, "tag", "server", "tag") or None
-        results = screen_server_many(args.source, trials, as_of, transport, workers, progress, tag=tag)
+        results = screen_server_many(args.source, trials, as_of, transport, workers, progress, tag=tag, memory=args.memory)
         cost = transport.cost.to_json()
     else:
         raise UserError("--source is not a URL")  # files are screened by _screen_bounded

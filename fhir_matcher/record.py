@@ -141,6 +141,14 @@ class RecordBuilder:
         self.pending[key] = resource
         self.pending_subject[key] = subject
 
+    def forget(self, keys: set[str]) -> None:
+        """Drop these patients and every resource about them (their records were handed over)."""
+        for key in keys:
+            self.patients.pop(key, None)
+        for k in [k for k, subj in self.pending_subject.items() if self.aliases.get(subj, subj) in keys]:
+            del self.pending[k]
+            del self.pending_subject[k]
+
     def conditions_by_patient(self) -> dict[str, list[Json]]:
         """Condition codes read so far, per patient (for the cohort gate)."""
         out: dict[str, list[Json]] = {}

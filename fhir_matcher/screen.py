@@ -116,6 +116,9 @@ def condition_codes(record: Any) -> list[Any]:
     return [c["code"] for c in record.of_type("Condition") if isinstance(c.get("code"), dict)]
 
 
+RECORD_BYTES = 512 * 1024  # a patient's record as Python objects, generously (REST chunks)
+
+
 def screen_server(
     url: str,
     trial: Trial,
@@ -126,10 +129,11 @@ def screen_server(
     tag: str | None = None,
     group: str | None = None,
     patients_file: str | Path | None = None,
+    memory: int = 512 * 2**20,
 ) -> Screening:
     """Screen a server: everyone (a Condition scan finds the cohort), or only the patients of
     ``group`` (a Group on the server) or ``patients_file``, with patient-scoped searches."""
-    return screen_server_many(url, [trial], as_of, transport, workers, progress, tag, group, patients_file)[0]
+    return screen_server_many(url, [trial], as_of, transport, workers, progress, tag, group, patients_file, memory)[0]
 
 
 def screen_server_many(
@@ -142,29 +146,38 @@ def screen_server_many(
     tag: str | None = None,
     group: str | None = None,
     patients_file: str | Path | None = None,
+    memory: int = 512 * 2**20,
 ) -> list[Screening]:
     """Several trials on one read of a server: the union of the cohorts, each type fetched once
-    for it; then each trial evaluates its own cohort, exactly as alone."""
+    for it; then each trial evaluates its own cohort, exactly as alone. ``memory`` sizes the
+    chunks of patients whose records are held at once (RECORD_BYTES each, a generous figure
+    for a record's Python objects)."""
     started = time.monotonic()
     client = FhirClient(url, transport or Transport())
     patients = resolve_patient_list(client, group=group, patients_file=patients_file)
     plan = read_plan(trials)
     if patients is None:
         source: RestSource = RestSource(client, plan, workers=workers, tag=tag)
-        records = source.read(progress[0])
-        total = source.patient_total()
     else:
         source = PatientListSource(client, plan, patients, workers=workers, tag=tag)
-        records = source.read(progress[0])
-        total = len(patients.ids)
+    # The cohort is read and evaluated a chunk of patients at a time: only the results stay.
+    results: dict[str, list[PatientResult]] = {t.id: [] for t in trials}
+    gates = {t.id: cohort_valuesets(t) for t in trials}
+    evaluated = 0
+    for records in source.read_chunks(max(1, memory // RECORD_BYTES), progress[0]):
+        for t in trials:
+            mine = records if len(trials) == 1 or not gates[t.id] else [r for r in records if in_cohort(t, condition_codes(r), gates[t.id])]
+            for record in mine:
+                results[t.id].append(evaluate(record, t, as_of))
+        evaluated += len(records)
+        if progress[1]:
+            progress[1](evaluated, source.cohort_size or evaluated)
+    total = source.patient_total() if patients is None else len(patients.ids)
     problems = [str(p) for p in source.builder.problems] + [f"{w}: {r}" for w, r in client.problems] + source.notes
     out = []
     for t in trials:
-        gates = cohort_valuesets(t)
-        mine = records if len(trials) == 1 or not gates else [r for r in records if in_cohort(t, condition_codes(r), gates)]
-        results = _evaluate_all(mine, t, as_of, progress[1])
-        outside = max(0, total - len(results)) if total is not None else 0
-        out.append(Screening(url, t, as_of, results, problems, outside, client.transport.cost, time.monotonic() - started))
+        outside = max(0, total - len(results[t.id])) if total is not None else 0
+        out.append(Screening(url, t, as_of, results[t.id], problems, outside, client.transport.cost, time.monotonic() - started))
     return out
 
 

@@ -51,10 +51,11 @@ def process_count(text: str) -> int:
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("files and Bulk exports (bounded memory)")
+    g = p.add_argument_group("bounded memory (files, Bulk exports, servers)")
     g.add_argument("--memory", type=memory_size, default=DEFAULT_MEMORY, metavar="SIZE",
                    help="memory budget for the whole run, all processes together, e.g. 512M or 2G (default 512M); "
-                        "larger inputs are spilled by patient to a private folder under --out and screened part by part")
+                        "larger inputs are spilled by patient to a private folder under --out and screened part by part; "
+                        "a server's cohort is read in chunks of patients that fit it")
     g.add_argument("--processes", type=process_count, default=None, metavar="N",
                    help="worker processes that evaluate patients (default: the number of cores; 1 for small inputs and with --tx)")
 

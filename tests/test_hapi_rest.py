@@ -98,3 +98,26 @@ def test_load_names_rejected_resources(hapi, tmp_path):
     assert any(w.endswith(":4") for w in where)  # the malformed line
     assert all(m for _, m in report.rejected)
     assert report.loaded == 1  # the good Patient still went in
+
+
+def test_rest_screen_in_chunks_writes_the_same(loaded, tmp_path, monkeypatch):
+    """A server's cohort is read and evaluated a chunk of patients at a time (the chunk follows
+    --memory): many small chunks write exactly what one chunk writes, with no more requests."""
+    from fhir_matcher import screen as screen_module
+    from fhir_matcher.record import RecordBuilder
+    from fhir_matcher.sources.rest import RestSource
+
+    _, one = screen(loaded, tmp_path / "one")
+    batches = RestSource._batches
+    monkeypatch.setattr(RestSource, "_batches", lambda self, ids: [b[i:i + 5] for b in batches(self, ids) for i in range(0, len(b), 5)])
+    _, small = screen(loaded, tmp_path / "small-batches")
+    forgotten: list[int] = []
+    forget = RecordBuilder.forget
+    monkeypatch.setattr(RecordBuilder, "forget", lambda self, keys: (forgotten.append(len(keys)), forget(self, keys))[1])
+    monkeypatch.setattr(screen_module, "RECORD_BYTES", 2**40)  # a chunk per batch
+    _, many = screen(loaded, tmp_path / "chunks")
+    assert len(forgotten) > 3 and max(forgotten) <= 5
+    for name in ("screening.ndjson", "report.csv", "research-subjects.json"):
+        assert (tmp_path / "chunks" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert many["http"]["requests"] <= small["http"]["requests"]  # the same searches (a small chunk's go in one batch)
+    assert (many["screened"], many["outside_cohort"], many["statuses"]) == (one["screened"], one["outside_cohort"], one["statuses"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..fhirjson import Json, as_dict, as_list, as_str, normalize_reference, subject_reference
 from ..rest.capability import Capabilities, is_refusal, search_refused
@@ -58,6 +58,7 @@ class RestSource:
         self.supported: set[str] | None = None
         self.caps = Capabilities()
         self.notes: list[str] = []
+        self.cohort_size: int | None = None  # set by read_chunks
 
     # ------------------------------------------------------------ steps
 
@@ -250,4 +251,34 @@ class RestSource:
         log.info("cohort: %d patients", len(ids))
         self.fetch(ids, progress)
         return list(self.builder.records())
+
+    def read_chunks(self, patients: int, progress: Callable[[int, int], None] | None = None) -> Iterator[list[PatientRecord]]:
+        """The cohort's records about ``patients`` at a time, each chunk dropped from the
+        builder once handed over: memory follows the chunk, not the cohort. Chunks are whole
+        search batches, so the requests are the ones ``read`` makes. ``self.cohort_size`` is
+        set before the first chunk."""
+        self.check_server()
+        ids = self.cohort()
+        self.cohort_size = len(ids)
+        log.info("cohort: %d patients", len(ids))
+        chunks: list[list[str]] = [[]]
+        for batch in self._batches(ids):
+            if chunks[-1] and len(chunks[-1]) + len(batch) > patients:
+                chunks.append([])
+            chunks[-1].extend(batch)
+        done = 0
+        for chunk in chunks:
+            if not chunk:
+                continue
+            start = done
+
+            def step(n: int, total: int, start: int = start, size: int = len(chunk)) -> None:
+                if progress:
+                    progress(start + round(size * n / max(total, 1)), len(ids))
+
+            self.fetch(chunk, step)
+            keys = {f"Patient/{i}" for i in chunk}
+            yield list(self.builder.records(only=keys))
+            self.builder.forget(keys)
+            done += len(chunk)
 
