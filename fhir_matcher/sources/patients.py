@@ -297,13 +297,6 @@ class PatientListSource(RestSource):
         self.complete.update(todo)
         self.conditions_read.update(todo)
 
-    def read(self, progress: Callable[[int, int], None] | None = None) -> list[PatientRecord]:
-        self.check_server()
-        ids = self.cohort()
-        log.info("patient list: %d patients, %d in the cohort", len(self.patients.ids), len(ids))
-        self.fetch(ids, progress)
-        return list(self.builder.records(only={f"Patient/{i}" for i in ids}))
-
     def records_for(self, ids: list[str] | None = None) -> list[PatientRecord]:
         """The records of ``ids`` (default: the whole list), no cohort gate: patient-scoped
         searches, batched where the server allows."""

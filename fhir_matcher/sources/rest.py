@@ -20,6 +20,7 @@ naming its message and the options that work there (``--group``, ``--patients``,
 from __future__ import annotations
 
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -246,39 +247,35 @@ class RestSource:
         return total if isinstance(total, int) else None
 
     def read(self, progress: Callable[[int, int], None] | None = None) -> list[PatientRecord]:
-        self.check_server()
-        ids = self.cohort()
-        log.info("cohort: %d patients", len(ids))
-        self.fetch(ids, progress)
-        return list(self.builder.records())
+        """The whole cohort's records (one chunk)."""
+        return [r for chunk in self.read_chunks(sys.maxsize, progress) for r in chunk]
 
     def read_chunks(self, patients: int, progress: Callable[[int, int], None] | None = None) -> Iterator[list[PatientRecord]]:
         """The cohort's records about ``patients`` at a time, each chunk dropped from the
         builder once handed over: memory follows the chunk, not the cohort. Chunks are whole
-        search batches, so the requests are the ones ``read`` makes. ``self.cohort_size`` is
-        set before the first chunk."""
+        search batches, so the searches are the ones of a single chunk. ``self.cohort_size``
+        is set before the first chunk."""
         self.check_server()
         ids = self.cohort()
         self.cohort_size = len(ids)
         log.info("cohort: %d patients", len(ids))
-        chunks: list[list[str]] = [[]]
+        chunks: list[list[str]] = []
         for batch in self._batches(ids):
-            if chunks[-1] and len(chunks[-1]) + len(batch) > patients:
-                chunks.append([])
-            chunks[-1].extend(batch)
+            if chunks and len(chunks[-1]) + len(batch) <= patients:
+                chunks[-1].extend(batch)
+            else:
+                chunks.append(list(batch))
         done = 0
         for chunk in chunks:
-            if not chunk:
-                continue
-            start = done
-
-            def step(n: int, total: int, start: int = start, size: int = len(chunk)) -> None:
-                if progress:
-                    progress(start + round(size * n / max(total, 1)), len(ids))
-
-            self.fetch(chunk, step)
+            self.fetch(chunk, _shifted(progress, done, len(chunk), len(ids)))
             keys = {f"Patient/{i}" for i in chunk}
             yield list(self.builder.records(only=keys))
             self.builder.forget(keys)
             done += len(chunk)
 
+
+def _shifted(progress: Callable[[int, int], None] | None, start: int, size: int, total: int) -> Callable[[int, int], None] | None:
+    """A chunk's progress (searches done of its searches) as patients done of the cohort."""
+    if progress is None:
+        return None
+    return lambda n, of: progress(start + round(size * n / max(of, 1)), total)
