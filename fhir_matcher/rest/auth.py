@@ -55,6 +55,16 @@ def _secret(cfg: dict[str, Any], name: str, required: bool = True) -> str | None
     return None
 
 
+def post_token_form(session: requests.Session, url: str, data: dict[str, str], auth: Any) -> tuple[int, Any]:
+    """POST a form to an OAuth token endpoint: (HTTP status, the JSON answered, {} when the
+    body is not JSON). Connection errors are the caller's to word (requests exceptions)."""
+    resp = session.post(url, data=data, auth=auth, headers={"Accept": "application/json"}, timeout=30, verify=session.verify)
+    try:
+        return resp.status_code, resp.json()
+    except ValueError:
+        return resp.status_code, {}
+
+
 class BearerToken(AuthBase):
     def __init__(self, token: str):
         self._token = token
@@ -113,15 +123,12 @@ class OAuthClientCredentials(AuthBase):
             token_url = self.discover()
             data, auth = self.form(token_url)
             try:
-                resp = self.session.post(token_url, data=data, auth=auth, headers={"Accept": "application/json"}, timeout=30, verify=self.session.verify)
+                status, body = post_token_form(self.session, token_url, data, auth)
             except requests.RequestException as e:
                 raise AuthError(f"token endpoint {token_url} unreachable ({type(e).__name__})") from None
-            try:
-                body = resp.json()
-            except ValueError:
-                body = {}
-            if resp.status_code != 200 or not body.get("access_token"):
-                detail = body.get("error_description") or body.get("error") or f"HTTP {resp.status_code}"
+            body = body if isinstance(body, dict) else {}
+            if status != 200 or not body.get("access_token"):
+                detail = body.get("error_description") or body.get("error") or f"HTTP {status}"
                 raise AuthError(f"token endpoint {token_url} refused the client {self.client_id!r}: {detail}")
             self._token = str(body["access_token"])
             self._expires = _now() + float(body.get("expires_in", 300))

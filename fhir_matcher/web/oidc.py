@@ -35,10 +35,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..rest.auth import post_token_form
 from . import security
-from .flows import FLOW_TTL, FLOWS, claim_flow
+from .flows import FLOW_TTL, FLOWS
 from .idtoken import Provider, SignInError, http_session
-from .signin import client_secret, redirect_uri, refused, table
+from .signin import answered_flow, client_secret, redirect_uri, refused, table
 
 log = logging.getLogger("fhir_matcher")
 KEYS = {"issuer", "client_id", "client_secret_file", "client_secret_env", "redirect_uri", "scope", "role_claim",
@@ -99,12 +100,9 @@ class OidcSignIn:
 
     def callback(self, request: Request) -> Response:
         q = request.query_params
-        flow = claim_flow(request.session, q.get("state") or "", "oidc")
-        if q.get("error"):
-            return refused(request, f"the provider answered {q.get('error', '')[:60]}: {(q.get('error_description') or 'no description')[:300]}", 403)
+        flow, refusal = answered_flow(request, "oidc", "the provider", "a sign-in", "Sign in again.")
         if flow is None:
-            return refused(request, "this answer does not belong to a sign-in started in this browser, or it took more than "
-                                    f"{FLOW_TTL // 60} minutes (state mismatch). Sign in again.")
+            return refusal
         if not q.get("code"):
             return refused(request, "the provider sent no authorization code")
         try:
@@ -124,16 +122,12 @@ class OidcSignIn:
                 "code_verifier": flow["verifier"], "client_id": self.client_id}
         auth = (self.client_id, self.secret) if self.secret else None
         try:
-            resp = self.provider.session.post(token_url, data=form, auth=auth, headers={"Accept": "application/json"}, timeout=30)
+            status, body = post_token_form(self.provider.session, token_url, form, auth)
         except requests.RequestException as e:
             raise SignInError(f"the token endpoint {token_url} could not be reached ({type(e).__name__})") from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        if resp.status_code != 200 or not isinstance(body, dict):
+        if status != 200 or not isinstance(body, dict):
             detail = (body.get("error_description") or body.get("error")) if isinstance(body, dict) else None
-            raise SignInError(f"the token endpoint refused the code: {detail or f'HTTP {resp.status_code}'}")
+            raise SignInError(f"the token endpoint refused the code: {detail or f'HTTP {status}'}")
         if not body.get("id_token"):
             raise SignInError("the token endpoint returned no id_token (is 'openid' in the scope?)")
         return self.provider.verify(str(body["id_token"]), self.client_id, nonce=flow["nonce"])

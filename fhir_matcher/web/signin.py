@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from ..config import ConfigError
+from .flows import FLOW_TTL, claim_flow
 from .security import ROLES
 
 log = logging.getLogger("fhir_matcher")
@@ -74,6 +75,20 @@ def refused(request: Request, message: str, status: int = 400) -> Response:
     if web is None:
         return HTMLResponse(f"<h1>Sign-in refused</h1><p>{_escape(message)}</p>", status_code=status)
     return web.render(request, "error.html", status_code=status, code=status, message=f"Sign-in refused: {message}")
+
+
+def answered_flow(request: Request, kind: str, server: str, started: str, again: str) -> tuple[dict[str, Any] | None, Response | None]:
+    """(the sign-in flow a callback answers, None), or (None, the page refusing it): the
+    server answered with an error, or the ``state`` is not one this browser started (or it
+    came too late). The flow is claimed either way: it can be answered once."""
+    q = request.query_params
+    flow = claim_flow(request.session, q.get("state") or "", kind)
+    if q.get("error"):
+        return None, refused(request, f"{server} answered {q.get('error', '')[:60]}: {(q.get('error_description') or 'no description')[:300]}", 403)
+    if flow is None:
+        return None, refused(request, f"this answer does not belong to {started} started in this browser, or it took more than "
+                                      f"{FLOW_TTL // 60} minutes (state mismatch). {again}")
+    return flow, None
 
 
 def _escape(text: str) -> str:

@@ -51,10 +51,10 @@ from ..outputs.match import match_reason
 from ..screen import match_patient, match_record_server
 from ..trial import Trial, TrialError, load_trials
 from . import security
-from .flows import FLOW_TTL, FLOWS, claim_flow, TOKENS, new_key
+from .flows import FLOW_TTL, FLOWS, TOKENS, new_key
 from .idtoken import Provider, SignInError, get_json, http_session
 from .oidc import routes as oidc_routes
-from .signin import client_secret, redirect_uri, refused, table
+from .signin import answered_flow, client_secret, redirect_uri, refused, table
 from .store import open_state
 
 log = logging.getLogger("fhir_matcher")
@@ -140,13 +140,9 @@ class SmartApp:
     # ------------------------------------------------------------------ callback
 
     def callback(self, request: Request) -> Response:
-        q = request.query_params
-        flow = claim_flow(request.session, q.get("state") or "", "smart")
-        if q.get("error"):
-            return refused(request, f"the authorization server answered {q.get('error', '')[:60]}: {(q.get('error_description') or 'no description')[:300]}", 403)
+        flow, refusal = answered_flow(request, "smart", "the authorization server", "a launch", "Launch the app again.")
         if flow is None:
-            return refused(request, "this answer does not belong to a launch started in this browser, or it took more than "
-                                    f"{FLOW_TTL // 60} minutes (state mismatch). Launch the app again.")
+            return refusal
         client = FHIRClient(state=flow["client"], save_func=lambda s: None)
         client.server.session.verify = self.ca_bundle or True
         try:
